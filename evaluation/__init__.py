@@ -1,0 +1,1 @@
+"""mergelab's evaluation harness: zoos, benchmarks, heads, metrics and result rows."""

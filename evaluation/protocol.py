@@ -1,0 +1,246 @@
+"""The evaluation protocol of the TALL masks paper (Wang et al., ICML 2024), written once.
+
+For a method with options ``hparams``, a search grid ``G`` (merged once per point) and a
+scaling grid ``A`` (applied without re-merging, ``theta_0 + alpha * tau``):
+
+* every ``(g, alpha)`` in ``G x A`` is scored on every task's val split;
+* ``joint`` selection picks the point maximising the average normalised val accuracy
+  (Task Arithmetic, TIES, Consensus: alpha from {0.1, ..., 1.0}); ``per_task`` selection
+  lets each task pick the point maximising its own val accuracy (TALL masks' lambda);
+* test accuracy is reported at the chosen point(s), absolute and normalised
+  (``100 * acc_merged / acc_expert``, the expert being the task's own fine-tuned model
+  on the same split), per task and averaged.
+
+Ties between grid points are broken by grid order (first wins).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from evaluation.evaluate import Evaluator
+from evaluation.results import AVERAGE, Row, hparams_key
+from merging import merge, method_spec
+
+SELECTIONS = ("joint", "per_task")
+FAMILY = "task_vectors"  # the ``family`` of method configs this protocol runs
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """One method as configured: a registered merge function plus its protocol."""
+
+    key: str
+    label: str
+    fn: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, list[Any]] = field(default_factory=dict)
+    select: str = "joint"
+    alphas: tuple[float, ...] = (1.0,)
+
+    @classmethod
+    def from_config(cls, key: str, cfg: Mapping[str, Any]) -> MethodConfig:
+        """Build and check a method config; errors name the config and the option at fault."""
+        where = f"method config {key!r}"
+        unknown = sorted(
+            set(cfg) - {"label", "fn", "hparams", "search", "select", "alphas", "family"}
+        )
+        if unknown:
+            raise ValueError(f"{where}: unknown field {unknown[0]!r}")
+        if cfg.get("family", FAMILY) != FAMILY:
+            raise ValueError(
+                f"{where} is a {cfg['family']!r} method; this pipeline merges task vectors "
+                f"(methods of family {FAMILY!r})"
+            )
+        if "fn" not in cfg:
+            raise ValueError(f"{where}: no 'fn' (the registered merge function)")
+        try:
+            spec = method_spec(cfg["fn"])
+        except KeyError as err:
+            raise ValueError(f"{where}: {err.args[0]}") from None
+        hparams, search = dict(cfg.get("hparams") or {}), dict(cfg.get("search") or {})
+        for name in [*hparams, *search]:
+            if name not in spec.hparams:
+                raise ValueError(
+                    f"{where}: {cfg['fn']!r} has no option {name!r}; "
+                    f"its options: {', '.join(spec.hparams) or 'none'}"
+                )
+        for name, values in search.items():
+            if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+                raise ValueError(f"{where}: search.{name} must be a non-empty list")
+        select = cfg.get("select", "joint")
+        if select not in SELECTIONS:
+            raise ValueError(
+                f"{where}: select must be one of {', '.join(SELECTIONS)}, got {select!r}"
+            )
+        alphas = tuple(float(a) for a in (cfg.get("alphas") or (1.0,)))
+        return cls(
+            key=key,
+            label=str(cfg.get("label", key)),
+            fn=cfg["fn"],
+            hparams=hparams,
+            search={k: list(v) for k, v in search.items()},
+            select=select,
+            alphas=alphas,
+        )
+
+    def grid(self) -> list[dict[str, Any]]:
+        """The search points in order (one empty point if nothing is searched)."""
+        names = list(self.search)
+        return [
+            dict(zip(names, values, strict=True))
+            for values in itertools.product(*self.search.values())
+        ]
+
+
+Scores = dict[str, float]  # task -> accuracy (%)
+
+
+class Scorer:
+    """Scores merge outputs with an :class:`Evaluator`, memoised by (method, point, alpha)."""
+
+    def __init__(self, evaluator: Evaluator, tasks: Sequence[str]) -> None:
+        self.evaluator, self.tasks = evaluator, list(tasks)
+        self._memo: dict[tuple[str, str, float, str], Scores] = {}
+
+    def scores(
+        self, fn: str, point: Mapping[str, Any], output: Callable[[], Any], alpha: float, split: str
+    ) -> Scores:
+        """Accuracy per task of ``theta_0 + alpha * out``, ``out = output()`` (``out[t]`` for
+        task-specific methods); ``output`` is only called if the scores are not memoised."""
+        memo_key = (fn, hparams_key(point), alpha, split)
+        if memo_key in self._memo:
+            return self._memo[memo_key]
+        result: Scores = {}
+        out = output()
+        if isinstance(out, list):
+            for task, tau in zip(self.tasks, out, strict=True):
+                self.evaluator.load(tau, alpha)
+                result[task] = self.evaluator.accuracy(task, split)
+        else:
+            self.evaluator.load(out, alpha)
+            result = {task: self.evaluator.accuracy(task, split) for task in self.tasks}
+        self._memo[memo_key] = result
+        return result
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def evaluate_method(
+    method: MethodConfig,
+    task_vectors: Sequence[Mapping],
+    scorer: Scorer,
+    expert: Mapping[str, Scores] | None,
+    make_row: Callable[..., Row],
+    device: str | None = None,
+    on_point: Callable[[], None] | None = None,
+) -> list[Row]:
+    """Run the protocol for one method; returns its val (every point) and test rows.
+
+    ``expert[split][task]`` are the denominators of normalised accuracy; ``None`` means the
+    method is the experts themselves (normalised accuracy 100 by definition).
+    """
+    tasks = scorer.tasks
+    outputs: dict[int, Any] = {}
+
+    def output(i: int):
+        if i not in outputs:
+            outputs.clear()  # keep one merge output in memory at a time
+            outputs[i] = merge(
+                method.fn, task_vectors, device=device, **method.hparams, **points[i]
+            )
+        return outputs[i]
+
+    def normalised(split: str, scores: Scores) -> Scores:
+        ref = expert[split] if expert is not None else scores
+        return {t: 100.0 * scores[t] / ref[t] if ref[t] else 0.0 for t in tasks}
+
+    points = method.grid()
+    val: dict[tuple[int, float], Scores] = {}
+    rows: list[Row] = []
+    for i, point in enumerate(points):
+        for alpha in method.alphas:
+            scores = scorer.scores(
+                method.fn, {**method.hparams, **point}, lambda i=i: output(i), alpha, "val"
+            )
+            val[i, alpha] = scores
+            rows += _rows(
+                make_row,
+                method,
+                {**method.hparams, **point, "alpha": alpha},
+                "val",
+                scores,
+                normalised("val", scores),
+            )
+            if on_point:
+                on_point()
+
+    candidates = list(val)  # grid order: ties go to the first point
+    if method.select == "joint":
+        best = max(candidates, key=lambda c: mean(list(normalised("val", val[c]).values())))
+        chosen = {t: best for t in tasks}
+    else:
+        chosen = {t: max(candidates, key=lambda c, t=t: val[c][t]) for t in tasks}
+
+    test: Scores = {}
+    settings: dict[str, dict[str, Any]] = {}
+    for i, alpha in sorted(set(chosen.values()), key=candidates.index):
+        setting = {**method.hparams, **points[i]}
+        scores = scorer.scores(method.fn, setting, lambda i=i: output(i), alpha, "test")
+        for t in tasks:
+            if chosen[t] == (i, alpha):
+                test[t], settings[t] = scores[t], {**setting, "alpha": alpha}
+    norm = normalised("test", test)
+    for t in tasks:
+        rows += _rows(
+            make_row, method, settings[t], "test", {t: test[t]}, {t: norm[t]}, average=False
+        )
+    summary = (
+        settings[tasks[0]]
+        if method.select == "joint"
+        else {**method.hparams, **{k: "per_task" for k in [*method.search, "alpha"]}}
+    )
+    rows.append(
+        make_row(
+            method.label,
+            hparams_key(summary),
+            AVERAGE,
+            "test",
+            "accuracy",
+            mean([test[t] for t in tasks]),
+        )
+    )
+    rows.append(
+        make_row(
+            method.label,
+            hparams_key(summary),
+            AVERAGE,
+            "test",
+            "normalized_accuracy",
+            mean([norm[t] for t in tasks]),
+        )
+    )
+    return rows
+
+
+def _rows(make_row, method, setting, split, scores, norm, average=True) -> list[Row]:
+    key = hparams_key(setting)
+    rows = [make_row(method.label, key, t, split, "accuracy", v) for t, v in scores.items()]
+    rows += [
+        make_row(method.label, key, t, split, "normalized_accuracy", v) for t, v in norm.items()
+    ]
+    if average:
+        rows.append(
+            make_row(method.label, key, AVERAGE, split, "accuracy", mean(list(scores.values())))
+        )
+        rows.append(
+            make_row(
+                method.label, key, AVERAGE, split, "normalized_accuracy", mean(list(norm.values()))
+            )
+        )
+    return rows

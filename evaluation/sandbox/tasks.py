@@ -1,0 +1,533 @@
+"""The sandbox benchmark: procedurally generated image-classification tasks.
+
+Each task draws its own kind of image (glyphs, shapes, colours, textures, counts, layouts,
+...) with nuisance variation (position, scale, rotation, colours, background blotches,
+pixel noise), so the tasks need different features, like the 8/14/20-task vision benchmark
+of Ilharco et al. (2023) and Wang et al. (ICML 2024). ``TASKS`` is in canonical order: the
+first 8 / 14 / 20 form sandbox8 / sandbox14 / sandbox20.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from evaluation.sandbox import draw as d
+
+IMAGE_SIZE = 32
+Draw = Callable[[np.random.Generator, np.ndarray, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A sandbox task: class names and prompt templates for captions and zero-shot heads,
+    and ``draw(rng, labels, size)`` -> float images (N, size, size, 3) in [0, 1]."""
+
+    name: str
+    classnames: tuple[str, ...]
+    templates: tuple[str, ...]
+    draw: Draw
+
+    def sample(
+        self, n: int, seed: int, size: int = IMAGE_SIZE
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` images, uint8 (n, 3, size, size), and int64 labels, balanced over the
+        classes (counts differ by at most one), all determined by ``seed``."""
+        rng = np.random.default_rng(seed)
+        labels = rng.permutation(np.arange(n) % len(self.classnames)).astype(np.int64)
+        return d.to_uint8(self.draw(rng, labels, size)), labels
+
+
+def _place(rng: d.Rng, extent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Random centres keeping an object of half-size ``extent`` inside the canvas."""
+    free = np.maximum(0.95 - extent, 0.0)
+    n = len(extent)
+    return rng.uniform(-1, 1, n) * free, rng.uniform(-1, 1, n) * free
+
+
+def _object_scene(
+    rng: d.Rng, size: int, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Local frame (u, v, px) of one randomly placed, slightly rotated object per image,
+    and a contrasting (background image, foreground colour) pair."""
+    n = len(scale)
+    cx, cy = _place(rng, scale)
+    u, v, px = d.local(size, cx, cy, scale, rng.uniform(-0.3, 0.3, n))
+    bg, fg = d.contrasting_colours(rng, n)
+    return u, v, px, (d.background(rng, bg, size), fg)
+
+
+def _glyph_task(texts: list[str], angle: float = 0.25) -> Draw:
+    bitmaps = d.text_bitmaps(texts)
+    aspect = bitmaps.shape[2] / bitmaps.shape[1]
+
+    def draw(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+        n = len(labels)
+        scale = rng.uniform(0.5, 0.85, n) * min(1.0, 0.9 / aspect)
+        free_x = np.maximum(0.95 - scale * aspect, 0)
+        free_y = np.maximum(0.95 - scale, 0)
+        cx, cy = rng.uniform(-1, 1, n) * free_x, rng.uniform(-1, 1, n) * free_y
+        u, v, px = d.local(size, cx, cy, scale, rng.uniform(-angle, angle, n))
+        bg, fg = d.contrasting_colours(rng, n)
+        mask = d.glyph_mask(bitmaps, labels, u, v, px, rng.uniform(0.4, 0.65, n))
+        return d.finish(rng, d.paint(d.background(rng, bg, size), mask, fg))
+
+    return draw
+
+
+def _shapes(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    scale = rng.uniform(0.35, 0.8, len(labels))
+    u, v, px, (img, fg) = _object_scene(rng, size, scale)
+    return d.finish(rng, d.paint(img, d.coverage(d.random_shapes(u, v, labels), px), fg))
+
+
+# (hue in turns, saturation range, value range) of each named colour.
+_COLOURS = {
+    "red": (0.0, (0.75, 1.0), (0.65, 1.0)),
+    "orange": (0.075, (0.8, 1.0), (0.85, 1.0)),
+    "yellow": (0.155, (0.75, 1.0), (0.85, 1.0)),
+    "green": (0.33, (0.6, 1.0), (0.5, 0.9)),
+    "cyan": (0.5, (0.6, 1.0), (0.75, 1.0)),
+    "blue": (0.64, (0.7, 1.0), (0.6, 1.0)),
+    "purple": (0.77, (0.6, 0.9), (0.45, 0.8)),
+    "pink": (0.92, (0.3, 0.5), (0.9, 1.0)),
+}
+
+
+def _colours(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    n = len(labels)
+    spec = list(_COLOURS.values())
+    hue = np.array([spec[k][0] for k in labels]) + rng.uniform(-0.025, 0.025, n)
+    sat = np.array([rng.uniform(*spec[k][1]) for k in labels])
+    val = np.array([rng.uniform(*spec[k][2]) for k in labels])
+    grey = d.hsv_to_rgb(rng.random(n), rng.uniform(0, 0.12, n), rng.uniform(0.1, 0.9, n))
+    scale = rng.uniform(0.4, 0.85, n)
+    cx, cy = _place(rng, scale)
+    u, v, px = d.local(size, cx, cy, scale, rng.uniform(-0.3, 0.3, n))
+    shape = d.coverage(d.random_shapes(u, v, rng.integers(0, len(d.SHAPES), n)), px)
+    img = d.paint(d.background(rng, grey, size), shape, d.hsv_to_rgb(hue % 1, sat, val))
+    return d.finish(rng, img)
+
+
+def _frac(x: np.ndarray) -> np.ndarray:
+    return x - np.floor(x)
+
+
+def _textures(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    n = len(labels)
+    period = rng.uniform(0.3, 0.55, n)
+    zeros = np.zeros(n)
+    u, v, px = d.local(size, zeros, zeros, period, rng.uniform(0, np.pi, n))
+    u, v = u + rng.random(n)[:, None, None], v + rng.random(n)[:, None, None]
+    su = d.coverage(np.abs(_frac(u) - 0.5) - 0.25, px)
+    sv = d.coverage(np.abs(_frac(v) - 0.5) - 0.25, px)
+    amp = rng.uniform(0.25, 0.45, n)[:, None, None]
+    width = rng.uniform(0.12, 0.22, n)[:, None, None]
+    patterns = [
+        lambda: su,  # striped
+        lambda: su + sv - 2 * su * sv,  # checkered
+        lambda: d.coverage(np.hypot(_frac(u) - 0.5, _frac(v) - 0.5) - 1.5 * width, px),  # dotted
+        lambda: d.coverage(
+            np.minimum(np.abs(_frac(u) - 0.5), np.abs(_frac(v) - 0.5)) - width / 2, px
+        ),  # grid
+        lambda: d.coverage(
+            np.abs(_frac(v + amp * 2 * np.abs(_frac(u / 2) - 0.5)) - 0.5) - 0.25, px
+        ),  # zigzag
+        lambda: d.coverage(
+            np.abs(_frac(v + amp * np.sin(np.pi * u)) - 0.5) - 0.25, px
+        ),  # wavy
+        lambda: (rng.random(u.shape) < rng.uniform(0.15, 0.35, n)[:, None, None]) * 1.0,
+        lambda: np.zeros_like(u),  # plain
+    ]
+    mask = np.empty_like(u)
+    for k, pattern in enumerate(patterns):
+        sel = labels == k
+        mask[sel] = pattern()[sel]
+    bg, fg = d.contrasting_colours(rng, n)
+    return d.finish(rng, d.paint(d.background(rng, bg, size), mask, fg))
+
+
+def _counting(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    """1 + label dots in distinct cells of a jittered 3x3 grid."""
+    n = len(labels)
+    cells = np.argsort(rng.random((n, 9)), axis=1)
+    radius = rng.uniform(0.13, 0.21, n)
+    bg, fg = d.contrasting_colours(rng, n)
+    img = d.background(rng, bg, size)
+    for j in range(6):
+        jitter = (1 / 3 - radius)[:, None] * rng.uniform(-1, 1, (n, 2))
+        cx = (cells[:, j] % 3 - 1) * 2 / 3 + jitter[:, 0]
+        cy = (cells[:, j] // 3 - 1) * 2 / 3 + jitter[:, 1]
+        u, v, px = d.local(size, cx, cy, radius * rng.uniform(0.85, 1.15, n))
+        img = d.paint(img, d.coverage(d.disc(u, v), px) * (j <= labels)[:, None, None], fg)
+    return d.finish(rng, img)
+
+
+def _oriented(sdf, turns: int, jitter: float, scale: tuple[float, float]) -> Draw:
+    """One object drawn by ``sdf`` (pointing along +u) at angle label * 2pi / turns."""
+
+    def draw(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+        n = len(labels)
+        s = rng.uniform(*scale, n)
+        cx, cy = _place(rng, s)
+        angle = labels * 2 * np.pi / turns + rng.uniform(-jitter, jitter, n)
+        u, v, px = d.local(size, cx, cy, s, angle)
+        bg, fg = d.contrasting_colours(rng, n)
+        sd = sdf(u, v, rng.uniform(0.12, 0.3, n)[:, None, None])
+        return d.finish(rng, d.paint(d.background(rng, bg, size), d.coverage(sd, px), fg))
+
+    return draw
+
+
+def _bar(u: np.ndarray, v: np.ndarray, width: np.ndarray) -> np.ndarray:
+    return np.maximum(np.abs(u) - 1, np.abs(v) - width / 2)
+
+
+def _arrow(u: np.ndarray, v: np.ndarray, width: np.ndarray) -> np.ndarray:
+    return d.arrow(u, v)
+
+
+def _positions(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    n = len(labels)
+    scale = rng.uniform(0.14, 0.26, n)
+    free = 1 / 3 - scale * 0.6
+    cx = (labels % 3 - 1) * 0.62 + free * rng.uniform(-1, 1, n)
+    cy = (labels // 3 - 1) * 0.62 + free * rng.uniform(-1, 1, n)
+    u, v, px = d.local(size, cx, cy, scale, rng.uniform(-0.3, 0.3, n))
+    bg, fg = d.contrasting_colours(rng, n)
+    shape = d.coverage(d.random_shapes(u, v, rng.integers(0, len(d.SHAPES), n)), px)
+    return d.finish(rng, d.paint(d.background(rng, bg, size), shape, fg))
+
+
+def _faces(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    """A face whose mouth (and eyes) show happy / sad / surprised / neutral."""
+    n = len(labels)
+    scale = rng.uniform(0.6, 0.92, n)
+    cx, cy = _place(rng, scale)
+    u, v, px = d.local(size, cx, cy, scale, rng.uniform(-0.25, 0.25, n))
+    bg, skin = d.contrasting_colours(rng, n)
+    ink = np.clip(bg + rng.uniform(-0.15, 0.15, (n, 3)), 0, 1)
+    img = d.paint(d.background(rng, bg, size), d.coverage(d.disc(u, v), px), skin)
+    eye = rng.uniform(0.11, 0.16, n)[:, None, None] * np.where(labels == 2, 1.3, 1.0)[
+        :, None, None
+    ]
+    eyes = np.minimum(np.hypot(u - 0.36, v + 0.28), np.hypot(u + 0.36, v + 0.28)) - eye
+    bend = rng.uniform(0.9, 1.6, n)[:, None, None] * np.array([-1.0, 1.0, 0.0, 0.0])[labels][
+        :, None, None
+    ]
+    half = rng.uniform(0.35, 0.5, n)[:, None, None]
+    y = 0.42 + bend * (u**2 - half**2 / 2)
+    line = np.maximum(np.abs(v - y) - 0.07, np.abs(u) - half)
+    mouth_o = np.abs(np.hypot(u / 0.8, v - 0.42) - 0.2) - 0.07
+    mouth = np.where((labels == 2)[:, None, None], mouth_o, line)
+    return d.finish(rng, d.paint(img, d.coverage(np.minimum(eyes, mouth), px), ink))
+
+
+def _sizes(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    bands = np.array([(0.12, 0.17), (0.26, 0.34), (0.48, 0.6), (0.8, 0.95)])
+    scale = rng.uniform(bands[labels, 0], bands[labels, 1])
+    u, v, px, (img, fg) = _object_scene(rng, size, scale)
+    shape = d.random_shapes(u, v, rng.integers(0, 4, len(labels)))  # compact shapes only
+    return d.finish(rng, d.paint(img, d.coverage(shape, px), fg))
+
+
+# Segments a..g of a seven-segment display: (centre u, centre v, horizontal?).
+_SEGMENTS = (
+    (0.0, -0.9, True), (0.45, -0.45, False), (0.45, 0.45, False), (0.0, 0.9, True),
+    (-0.45, 0.45, False), (-0.45, -0.45, False), (0.0, 0.0, True),
+)  # fmt: skip
+_DIGIT_SEGMENTS = (
+    "abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", "abcdefg", "abcdfg"
+)  # fmt: skip
+
+
+def _seven_segment(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    n = len(labels)
+    scale = rng.uniform(0.55, 0.9, n)
+    cx, cy = _place(rng, scale * 0.6)
+    u, v, px = d.local(size, cx, cy, scale, rng.uniform(-0.1, 0.1, n))
+    u = u + rng.uniform(0, 0.25, n)[:, None, None] * v  # italic slant
+    half = rng.uniform(0.06, 0.1, n)[:, None, None]
+    on = np.array([["abcdefg"[k] in segs for k in range(7)] for segs in _DIGIT_SEGMENTS])
+    lit, dim = np.full(u.shape, 9.0), np.full(u.shape, 9.0)
+    for k, (su, sv, horizontal) in enumerate(_SEGMENTS):
+        w, h = (0.34, half) if horizontal else (half, 0.38)
+        sd = np.maximum(np.abs(u - su) - w, np.abs(v - sv) - h)
+        active = on[labels, k][:, None, None]
+        lit = np.where(active, np.minimum(lit, sd), lit)
+        dim = np.where(active, dim, np.minimum(dim, sd))
+    bg, fg = d.contrasting_colours(rng, n)
+    ghost = bg + (fg - bg) * rng.uniform(0.0, 0.25, (n, 1))
+    img = d.paint(d.background(rng, bg, size), d.coverage(dim, px), ghost)
+    return d.finish(rng, d.paint(img, d.coverage(lit, px), fg))
+
+
+def _clutter(rng: d.Rng, n: int, size: int, count: int = 3) -> np.ndarray:
+    """Scenes of ``count`` random shapes in random colours on a random background."""
+    img = d.background(rng, rng.random((n, 3)), size, blotch=0.3)
+    for _ in range(count):
+        scale = rng.uniform(0.15, 0.5, n)
+        cx, cy = _place(rng, scale)
+        u, v, px = d.local(size, cx, cy, scale, rng.uniform(0, 2 * np.pi, n))
+        shape = d.random_shapes(u, v, rng.integers(0, len(d.SHAPES), n))
+        img = d.paint(img, d.coverage(shape, px), rng.random((n, 3)))
+    return img
+
+
+def _brightness(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    n = len(labels)
+    scene = _clutter(rng, n, size)
+    level = (0.1 + 0.2 * labels + rng.uniform(-0.05, 0.05, n))[:, None, None, None]
+    contrast = rng.uniform(0.1, 0.35, (n, 1, 1, 1))
+    img = level + contrast * (scene - scene.mean(axis=(1, 2, 3), keepdims=True))
+    return d.finish(rng, img, noise=(0.0, 0.03))
+
+
+def _gradients(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    """A dark-to-light ramp that is lightest towards right / bottom / left / top."""
+    n = len(labels)
+    angle = labels * np.pi / 2 + rng.uniform(-0.4, 0.4, n)
+    x, y = d.coords(size)
+    ramp = x * np.cos(angle)[:, None, None] + y * np.sin(angle)[:, None, None]
+    t = np.clip(ramp * rng.uniform(0.4, 0.7, n)[:, None, None] + 0.5, 0, 1)[..., None]
+    dark, light = d.contrasting_colours(rng, n, gap=0.4)
+    dark, light = np.minimum(dark, light), np.maximum(dark, light)
+    img = dark[:, None, None] + (light - dark)[:, None, None] * t
+    scale = rng.uniform(0.15, 0.35, n)
+    cx, cy = _place(rng, scale)
+    u, v, px = d.local(size, cx, cy, scale, rng.uniform(0, 2 * np.pi, n))
+    shape = d.coverage(d.random_shapes(u, v, rng.integers(0, len(d.SHAPES), n)), px)
+    return d.finish(rng, d.paint(img, shape, rng.random((n, 3))))
+
+
+def _dice(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    n = len(labels)
+    scale = rng.uniform(0.55, 0.85, n)
+    cx, cy = _place(rng, scale * 1.1)
+    u, v, px = d.local(size, cx, cy, scale, rng.uniform(-0.4, 0.4, n))
+    body, pip = d.contrasting_colours(rng, n, gap=0.35)
+    img = d.paint(
+        d.background(rng, rng.random((n, 3)), size), d.coverage(d.box(u, v, 0.8, 0.8) - 0.2, px),
+        body,
+    )
+    o = 0.5
+    layouts = (
+        [(0, 0)], [(-o, -o), (o, o)], [(-o, -o), (0, 0), (o, o)],
+        [(-o, -o), (o, -o), (-o, o), (o, o)], [(-o, -o), (o, -o), (0, 0), (-o, o), (o, o)],
+        [(-o, -o), (o, -o), (-o, 0), (o, 0), (-o, o), (o, o)],
+    )  # fmt: skip
+    radius = rng.uniform(0.14, 0.2, n)[:, None, None]
+    pips = np.full(u.shape, 9.0)
+    for k, layout in enumerate(layouts):
+        sel = labels == k
+        for pu, pv in layout:
+            pips[sel] = np.minimum(pips[sel], np.hypot(u[sel] - pu, v[sel] - pv) - radius[sel])
+    return d.finish(rng, d.paint(img, d.coverage(pips, px), pip))
+
+
+def _thickness(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    """Outlines whose stroke is 1-1.4, 2.2-2.8 or 3.8-4.6 pixels wide."""
+    n = len(labels)
+    bands = np.array([(1.0, 1.4), (2.2, 2.8), (3.8, 4.6)]) * 2 / size
+    width = rng.uniform(bands[labels, 0], bands[labels, 1])[:, None, None]
+    scale = rng.uniform(0.45, 0.85, n)
+    u, v, px, (img, fg) = _object_scene(rng, size, scale)
+    sd = d.random_shapes(u, v, rng.integers(0, 3, n)) * scale[:, None, None]
+    return d.finish(rng, d.paint(img, d.coverage(d.outline(sd, width), px * scale[:, None, None]), fg))
+
+
+def _stripes(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    """Stripes with a period of about 16, 9, 5.5 or 3.5 pixels."""
+    n = len(labels)
+    bands = np.array([(14.0, 18.0), (8.0, 10.0), (5.0, 6.0), (3.2, 3.8)]) * 2 / size
+    period = rng.uniform(bands[labels, 0], bands[labels, 1])
+    zeros = np.zeros(n)
+    u, _, px = d.local(size, zeros, zeros, period, rng.uniform(0, np.pi, n))
+    duty = rng.uniform(0.35, 0.65, n)[:, None, None]
+    mask = d.coverage(np.abs(_frac(u + rng.random(n)[:, None, None]) - 0.5) - duty / 2, px)
+    bg, fg = d.contrasting_colours(rng, n)
+    return d.finish(rng, d.paint(d.background(rng, bg, size), mask, fg))
+
+
+_POSITIVE = ("JOY", "FUN", "WIN", "YES", "WOW", "HUG", "TOP", "FAB")
+_NEGATIVE = ("BAD", "SAD", "MAD", "ILL", "CRY", "LIE", "WAR", "UGH")
+_WORDS = _glyph_task(list(_NEGATIVE + _POSITIVE), angle=0.1)
+
+
+def _sentiment(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    """A rendered word of negative (0) or positive (1) sentiment."""
+    words = labels * len(_NEGATIVE) + rng.integers(0, len(_NEGATIVE), len(labels))
+    return _WORDS(rng, words, size)
+
+
+_ROTATED = d.text_bitmaps(list("FGJPRECL"))
+
+
+def _rotation(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    """An asymmetric letter turned by label * 90 degrees clockwise."""
+    n = len(labels)
+    scale = rng.uniform(0.55, 0.85, n)
+    cx, cy = _place(rng, scale)
+    angle = labels * np.pi / 2 + rng.uniform(-0.15, 0.15, n)
+    u, v, px = d.local(size, cx, cy, scale, angle)
+    bg, fg = d.contrasting_colours(rng, n)
+    letter = rng.integers(0, len(_ROTATED), n)
+    mask = d.glyph_mask(_ROTATED, letter, u, v, px, rng.uniform(0.4, 0.65, n))
+    return d.finish(rng, d.paint(d.background(rng, bg, size), mask, fg))
+
+
+def _noise(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    n = len(labels)
+    bands = np.array([(0.0, 0.015), (0.05, 0.07), (0.12, 0.15), (0.22, 0.28)])
+    sigma = rng.uniform(bands[labels, 0], bands[labels, 1])[:, None, None, None]
+    img = _clutter(rng, n, size, count=2)
+    return np.clip(img + sigma * rng.standard_normal(img.shape), 0, 1)
+
+
+_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+TASKS: tuple[Task, ...] = (
+    Task(
+        "digits",
+        _NUMBERS,
+        ('a photo of the number: "{}".', "a drawing of the digit {}.", "the digit {}.",
+         "an image showing the number {}."),
+        _glyph_task(list("0123456789")),
+    ),
+    Task(
+        "shapes",
+        tuple(d.SHAPES),
+        ("a {}.", "a drawing of a {}.", "a {} shape.", "an image of a {}."),
+        _shapes,
+    ),
+    Task(
+        "colours",
+        tuple(_COLOURS),
+        ("something {}.", "a {} object.", "a {} shape on a grey background.",
+         "the colour {}."),
+        _colours,
+    ),
+    Task(
+        "textures",
+        ("striped", "checkered", "dotted", "grid", "zigzag", "wavy", "speckled", "plain"),
+        ("a {} texture.", "a {} pattern.", "a photo of a {} surface.", "{} texture."),
+        _textures,
+    ),
+    Task(
+        "letters",
+        tuple("abcdefghijklmnopqrstuvwxyz"),
+        ('the letter "{}".', "a drawing of the letter {}.", "the character {}.",
+         "an image of the letter {}."),
+        _glyph_task(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")),
+    ),
+    Task(
+        "counting",
+        _NUMBERS[1:7],
+        ("{} dots.", "a picture of {} dots.", "there are {} dots.", "a count of {} spots."),
+        _counting,
+    ),
+    Task(
+        "orientation",
+        ("horizontal", "falling diagonal", "vertical", "rising diagonal"),
+        ("a {} line.", "a {} bar.", "a line that is {}.", "a drawing of a {} stroke."),
+        _oriented(_bar, 8, 0.15, (0.5, 0.9)),
+    ),
+    Task(
+        "arrows",
+        ("right", "down", "left", "up"),
+        ("an arrow pointing {}.", "a {} arrow.", "a sign pointing {}.",
+         "an arrow that points {}."),
+        _oriented(_arrow, 4, 0.3, (0.45, 0.85)),
+    ),
+    Task(
+        "positions",
+        ("top left", "top", "top right", "left", "middle", "right", "bottom left",
+               "bottom", "bottom right"),
+        ("a shape at the {}.", "an object in the {} of the picture.", "something {}.",
+         "a small shape placed {}."),
+        _positions,
+    ),
+    Task(
+        "faces",
+        ("happy", "sad", "surprised", "neutral"),
+        ("a {} face.", "a drawing of a {} face.", "someone looking {}.",
+         "a face that looks {}."),
+        _faces,
+    ),
+    Task(
+        "sizes",
+        ("tiny", "small", "large", "huge"),
+        ("a {} shape.", "a {} object.", "a picture of something {}.", "a shape that is {}."),
+        _sizes,
+    ),
+    Task(
+        "seven_segment",
+        _NUMBERS,
+        ("a seven-segment display showing {}.", "the number {} on a digital display.",
+         "a digital clock digit {}.", "an lcd showing {}."),
+        _seven_segment,
+    ),
+    Task(
+        "brightness",
+        ("very dark", "dark", "medium", "bright", "very bright"),
+        ("a {} image.", "a {} picture.", "a photo that is {}.", "an image with {} light."),
+        _brightness,
+    ),
+    Task(
+        "gradients",
+        ("right", "bottom", "left", "top"),
+        ("a gradient that is lightest at the {}.", "a ramp getting lighter towards the {}.",
+         "light coming from the {}.", "a shading that brightens to the {}."),
+        _gradients,
+    ),
+    Task(
+        "dice",
+        _NUMBERS[1:7],
+        ("a die showing {}.", "a dice roll of {}.", "a die with {} pips.",
+         "a photo of a die that shows {}."),
+        _dice,
+    ),
+    Task(
+        "thickness",
+        ("thin", "medium", "thick"),
+        ("a {} outline.", "a shape drawn with a {} line.", "a {} stroke.",
+         "an outline that is {}."),
+        _thickness,
+    ),
+    Task(
+        "stripes",
+        ("wide", "medium", "narrow", "fine"),
+        ("{} stripes.", "a pattern of {} stripes.", "a photo of {} bands.",
+         "stripes that are {}."),
+        _stripes,
+    ),
+    Task(
+        "sentiment",
+        ("negative", "positive"),
+        ("a {} word.", "a word with {} sentiment.", "text that is {}.", "a {} message."),
+        _sentiment,
+    ),
+    Task(
+        "rotation",
+        ("upright", "turned right", "upside down", "turned left"),
+        ("a letter that is {}.", "an {} character.", "a {} letter.", "a glyph {}."),
+        _rotation,
+    ),
+    Task(
+        "noise",
+        ("clean", "grainy", "noisy", "very noisy"),
+        ("a {} image.", "a {} photo.", "a picture that is {}.", "a {} picture of shapes."),
+        _noise,
+    ),
+)
+_BY_NAME = {t.name: t for t in TASKS}
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``; an unknown name raises listing the valid ones."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown sandbox task {name!r}; valid: {', '.join(_BY_NAME)}") from None

@@ -1,0 +1,1 @@
+"""mergelab's Hydra entry points, run logging and reports."""

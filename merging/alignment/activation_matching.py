@@ -1,0 +1,217 @@
+"""Activation matching, and the activation statistics shared by the data-driven alignments.
+
+Activation matching, ZipIt! and CCA Merge need only the first and second moments of the
+concatenated features ``[f_A, f_B]`` of each group, so activations can be streamed into
+``PairStats`` (O(n^2) memory) instead of being stored (O(N n)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from merging.alignment.weight_matching import linear_assignment
+from merging.batchnorm import Batches, eval_mode, iter_inputs, model_device
+
+Acts = Mapping[str, torch.Tensor]
+
+
+class PairStats:
+    """Running moments of the concatenated features ``[f_A, f_B]`` (2n) of one group.
+
+    ``update(a, b)`` adds rows (N, n) of A's and B's activations on the same inputs; ``mean``,
+    ``cov`` (2n x 2n, population) and ``corr`` follow. Float64 sums on the activations' device.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._sum: torch.Tensor | None = None
+        self._outer: torch.Tensor | None = None
+
+    @classmethod
+    def from_acts(cls, a: torch.Tensor, b: torch.Tensor) -> PairStats:
+        stats = cls()
+        stats.update(a, b)
+        return stats
+
+    def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        if a.dim() != 2 or a.shape != b.shape:
+            raise ValueError(
+                f"activations must be (N, n) and equal in shape, got {tuple(a.shape)} for A "
+                f"and {tuple(b.shape)} for B"
+            )
+        x = torch.cat([a.detach(), b.detach().to(a.device)], 1).double()
+        if self._sum is None:
+            self._sum, self._outer = x.sum(0), x.T @ x
+        elif x.shape[1] != self._sum.shape[0]:
+            raise ValueError(f"activations have {x.shape[1] // 2} features, expected {self.width}")
+        else:
+            self._sum += x.sum(0)
+            self._outer += x.T @ x
+        self.count += x.shape[0]
+
+    @property
+    def width(self) -> int:
+        """Number of features per model, ``n``."""
+        if self._sum is None:
+            raise ValueError("PairStats has seen no activations")
+        return self._sum.shape[0] // 2
+
+    @property
+    def mean(self) -> torch.Tensor:
+        self.width  # noqa: B018  (raises if empty)
+        return self._sum / self.count
+
+    @property
+    def cov(self) -> torch.Tensor:
+        mean = self.mean
+        cov = self._outer / self.count - torch.outer(mean, mean)
+        return (cov + cov.T) / 2
+
+    def corr(self, eps: float = 1e-12) -> torch.Tensor:
+        """Pearson correlations; a constant feature correlates 0 with everything."""
+        cov = self.cov
+        std = cov.diagonal().clamp_min(0).sqrt()
+        return cov / torch.outer(std, std).clamp_min(eps)
+
+
+def pair_stats_from(
+    acts_a: Acts | None, acts_b: Acts | None, stats: Mapping[str, PairStats] | None
+) -> dict[str, PairStats]:
+    """``stats``, or PairStats built from ``acts_a`` / ``acts_b`` (exactly one of the two)."""
+    if stats is not None:
+        if acts_a is not None or acts_b is not None:
+            raise ValueError("pass either acts_a and acts_b, or stats, not both")
+        return dict(stats)
+    if acts_a is None or acts_b is None:
+        raise ValueError("pass acts_a and acts_b (activations per group), or stats")
+    if set(acts_a) != set(acts_b):
+        raise KeyError(f"activation groups differ: A has {sorted(acts_a)}, B has {sorted(acts_b)}")
+    out = {}
+    for g in acts_a:
+        try:
+            out[g] = PairStats.from_acts(acts_a[g], acts_b[g])
+        except ValueError as err:
+            raise ValueError(f"group {g!r}: {err}") from None
+    return out
+
+
+def require_groups(stats: Mapping[str, PairStats], sizes: Mapping[str, int]) -> None:
+    """Raise unless ``stats`` covers every group of ``sizes`` with that many features."""
+    missing = [g for g in sizes if g not in stats]
+    if missing:
+        raise KeyError(f"no activations for permutation groups {missing}")
+    for g, n in sizes.items():
+        if stats[g].width != n:
+            raise ValueError(
+                f"group {g!r}: activations have {stats[g].width} features, weights {n}"
+            )
+
+
+def _rows(out: torch.Tensor) -> torch.Tensor:
+    """(N, C, *spatial) -> (N * spatial, C)."""
+    if not isinstance(out, torch.Tensor) or out.dim() < 2:
+        raise TypeError("an activation point must output a tensor (N, C, ...)")
+    return out.detach().movedim(1, -1).reshape(-1, out.shape[1])
+
+
+@contextmanager
+def _hooks(
+    model: nn.Module, points: Mapping[str, str], sink: Callable[[str, torch.Tensor], None]
+) -> Iterator[None]:
+    modules = dict(model.named_modules())
+    missing = {g: name for g, name in points.items() if name not in modules}
+    if missing:
+        raise KeyError(f"activation points name no module of the model: {missing}")
+    handles = [
+        modules[name].register_forward_hook(lambda m, i, out, g=g: sink(g, _rows(out)))
+        for g, name in points.items()
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _forward(
+    model: nn.Module, x: torch.Tensor, points: Mapping[str, str]
+) -> dict[str, torch.Tensor]:
+    acts: dict[str, torch.Tensor] = {}
+
+    def sink(g: str, rows: torch.Tensor) -> None:
+        if g in acts:
+            raise RuntimeError(f"activation point {points[g]!r} (group {g!r}) ran twice per input")
+        acts[g] = rows
+
+    with _hooks(model, points, sink), torch.no_grad():
+        model(x.to(model_device(model)))
+    missing = [g for g in points if g not in acts]
+    if missing:
+        raise RuntimeError(f"activation points of groups {missing} were not reached by forward")
+    return acts
+
+
+def collect_activations(
+    model: nn.Module, batches: Batches, points: Mapping[str, str], num_batches: int | None = None
+) -> dict[str, torch.Tensor]:
+    """``{group: (N * spatial, C)}`` outputs of the modules ``points[group]`` (eval mode).
+
+    ``points`` maps each group to the name (as in ``named_modules``) of the module whose output,
+    channels on axis 1, carries the group's features, e.g. the ReLU after a conv/BN pair.
+    """
+    chunks: dict[str, list[torch.Tensor]] = {g: [] for g in points}
+    with eval_mode(model):
+        for x in iter_inputs(batches, num_batches):
+            for g, rows in _forward(model, x, points).items():
+                chunks[g].append(rows)
+    if not any(chunks.values()):
+        raise ValueError("collect_activations: `batches` yielded no data")
+    return {g: torch.cat(c) for g, c in chunks.items()}
+
+
+def pair_statistics(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    batches: Batches,
+    points: Mapping[str, str],
+    num_batches: int | None = None,
+) -> dict[str, PairStats]:
+    """Stream A's and B's activations at ``points`` (``{group: module name}``) into PairStats.
+
+    Both models run in eval mode on the same inputs (``batches`` yields ``x`` or
+    ``(x, y, ...)``); module outputs are read as in ``collect_activations``.
+    """
+    stats = {g: PairStats() for g in points}
+    with eval_mode(model_a), eval_mode(model_b):
+        for x in iter_inputs(batches, num_batches):
+            acts_a, acts_b = _forward(model_a, x, points), _forward(model_b, x, points)
+            for g in points:
+                stats[g].update(acts_a[g], acts_b[g])
+    if not stats or next(iter(stats.values())).count == 0:
+        raise ValueError("pair_statistics: `batches` yielded no data")
+    return stats
+
+
+def activation_matching(
+    acts_a: Acts | None = None,
+    acts_b: Acts | None = None,
+    *,
+    stats: Mapping[str, PairStats] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per group, the permutation of B's units maximising the summed correlation with A's.
+
+    ``C[i, j] = corr(f_A_i, f_B_j)`` over the N rows, ``p = argmax_P sum_i C[i, p[i]]`` by
+    linear assignment (Li et al., "Convergent Learning", 2016; Tatro et al., NeurIPS 2020;
+    Ainsworth et al., ICLR 2023). ``acts_a[g]`` / ``acts_b[g]`` are (N, n) activations on the
+    same inputs; or pass ``stats`` from ``pair_statistics`` instead. Returns ``{group: p}``
+    for ``permute_state(spec, state_b, p)`` (one entry per group given).
+    """
+    out = {}
+    for g, s in pair_stats_from(acts_a, acts_b, stats).items():
+        n = s.width
+        out[g] = linear_assignment(s.corr()[:n, n:])
+    return out

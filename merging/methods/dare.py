@@ -1,0 +1,56 @@
+"""DARE (Yu et al., "Language Models are Super Mario: Absorbing Abilities from Homologous
+Models as a Free Lunch", ICML 2024)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from merging.methods.ties import ties_merger
+from merging.options import choice, fraction, probability
+from merging.registry import merge_method
+from merging.selection import Values
+from merging.streaming import TaskVectors
+
+Tensor = torch.Tensor
+
+
+def drop_and_rescale(p: float, seed: int) -> Values:
+    """``values(t, key, tau) = tau * b / (1 - p)`` with ``b ~ Bernoulli(1 - p)`` per entry.
+
+    The draws come from a CPU generator seeded by a hash of ``(seed, t, key)``, so they do
+    not depend on the order keys are read in, the device, or how often they are read.
+    """
+
+    def values(t: int, key: str, x: Tensor) -> Tensor:
+        digest = hashlib.blake2b(f"{seed}/{t}/{key}".encode(), digest_size=8).digest()
+        gen = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+        keep = torch.rand(x.shape, generator=gen) >= p
+        return torch.where(keep.to(x.device), x / (1.0 - p), 0)
+
+    return values
+
+
+@merge_method("dare")
+def dare(
+    tvs: TaskVectors,
+    *,
+    p: float = 0.5,
+    seed: int = 0,
+    base: str = "ta",
+    k: float = 0.2,
+    agg: str = "mean",
+) -> dict[str, Tensor]:
+    """DARE: drop each entry of each ``tau_t`` with probability ``p`` and rescale the rest,
+    ``tau_t' = tau_t * b_t / (1 - p)``, ``b_t ~ Bernoulli(1 - p)`` (seeded per
+    ``(seed, task, key)``), then merge the ``tau_t'`` with task arithmetic (``base="ta"``,
+    their sum) or TIES (``base="ties"`` with its options ``k``, ``agg``). Unscaled."""
+    p = probability("p", p)
+    base = choice("base", base, ("ta", "ties"))
+    fraction("k", k)
+    choice("agg", agg, ("mean", "sum"))
+    values = drop_and_rescale(p, int(seed))
+    if base == "ties":
+        return tvs.map(ties_merger(tvs, k, agg, values))
+    return tvs.map(lambda key, taus: sum(values(t, key, x) for t, x in enumerate(taus)))

@@ -1,0 +1,28 @@
+"""Magnitude masking: the baseline of Wang et al., "Localizing Task Information for Improved
+Model Merging and Compression", ICML 2024 (TALL masks with top-k masks)."""
+
+from __future__ import annotations
+
+import torch
+
+from merging.masks import MaskedVector, masked_multitask
+from merging.registry import merge_method
+from merging.selection import topk_masks
+from merging.streaming import TaskVectors
+
+
+@merge_method("magnitude_masking", task_specific=True)
+def magnitude_masking(tvs: TaskVectors, *, k: float = 0.1) -> list[MaskedVector]:
+    """Task ``t`` gets ``m_t * tau_MTL`` with ``tau_MTL = sum_t tau_t`` and ``m_t`` the mask
+    of the top-``k`` fraction of ``|tau_t|``, globally over all of its parameters (exact,
+    :mod:`merging.selection`). The authors' code uses ``k = 0.1``.
+
+    Returns one lazy task vector per task: ``tau_MTL`` is stored once and each mask at
+    1 bit per weight (``.masks``); a key is materialised when read.
+    """
+    selections = topk_masks(tvs, k)
+    return masked_multitask(
+        tvs,
+        lambda key, taus: torch.stack(taus).sum(0),
+        lambda key, taus, mtl: [s.mask(key, x) for s, x in zip(selections, taus, strict=True)],
+    )

@@ -1,0 +1,12 @@
+"""Zero-shot: the pretrained model itself, ``tau = 0``."""
+
+import torch
+
+from merging.registry import merge_method
+from merging.streaming import TaskVectors
+
+
+@merge_method("zeroshot")
+def zeroshot(tvs: TaskVectors) -> dict[str, torch.Tensor]:
+    """``tau = 0``: every task is served by ``theta_0``."""
+    return tvs.map(lambda key, taus: torch.zeros_like(taus[0]))

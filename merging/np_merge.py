@@ -1,0 +1,188 @@
+"""NP Merge (Orozco Camacho, Horoi, Wolf, Belilovsky, arXiv 2412.15467).
+
+Learned per-parameter interpolation between two aligned endpoints,
+``W = sigmoid(a) * W_A + (1 - sigmoid(a)) * W_B``, one coefficient ``a`` per entry, both
+endpoints frozen and ``a`` trained by gradient descent on a small amount of data.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from merging.batchnorm import Batches, batchnorm_layers, batchnorm_train_mode, reset_batchnorm
+from merging.options import choice
+
+State = Mapping[str, torch.Tensor]
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def _cycle(batches: Batches) -> Iterator:
+    """Items of ``batches`` forever: a callable is called again, an iterable re-iterated."""
+    while True:
+        empty = True
+        for item in batches() if callable(batches) else batches:
+            empty = False
+            yield item
+        if empty:
+            raise ValueError(
+                "NP Merge: `batches` yielded no data (a generator runs only once; pass a "
+                "callable returning an iterable, or a re-iterable such as a list or DataLoader)"
+            )
+
+
+def _check_states(model: nn.Module, state_a: State, state_b: State) -> list[str]:
+    """The learned keys (the model's float parameters); both states must cover the model."""
+    expected = model.state_dict()
+    if set(state_a) != set(state_b):
+        raise KeyError(f"states A and B differ in keys: {sorted(set(state_a) ^ set(state_b))[:5]}")
+    for name, state in (("A", state_a), ("B", state_b)):
+        missing = [k for k in expected if k not in state]
+        if missing:
+            raise KeyError(f"state {name} lacks the model's entries {missing[:5]}")
+        for k, ref in expected.items():
+            if state[k].shape != ref.shape:
+                raise ValueError(
+                    f"{k!r} has shape {tuple(state[k].shape)} in state {name}, "
+                    f"the model expects {tuple(ref.shape)}"
+                )
+    return [k for k, p in model.named_parameters() if p.is_floating_point()]
+
+
+def np_merge(
+    model: nn.Module,
+    state_a: State,
+    state_b: State,
+    batches: Batches,
+    *,
+    steps: int,
+    lr: float = 1e-2,
+    optimizer: str = "adam",
+    init: float = 0.0,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    weight_decay: float = 0.0,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int, float], None] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Learn ``alpha = sigmoid(a)`` per parameter entry; return ``(merged_state, alphas)``.
+
+    ``model`` gives the architecture: it runs through ``torch.func.functional_call`` on
+    ``W(a) = W_B + sigmoid(a) * (W_A - W_B)`` with the endpoints frozen (no gradient), so only
+    ``a`` is updated; the model's own tensors are neither read nor changed. ``state_b`` must
+    already be aligned to ``state_a``. ``batches`` yields ``(x, y)``; a callable is called once
+    per pass, an iterable re-iterated, until ``steps`` optimiser steps of ``loss(model(x), y)``
+    are done. ``progress(step, loss)`` is called after each step.
+    Buffers: during the optimisation BatchNorm layers use batch statistics (train mode; other
+    modules in eval mode), running on a copy of the endpoints' averaged buffers. The returned
+    state carries that average as a placeholder: reset it with
+    ``merging.batchnorm.reset_batchnorm``. Non-float entries are A's.
+    Defaults (the paper's exact settings are not available, so these are choices):
+    ``init=0`` starts at the plain average of the aligned models (alpha = 0.5), the baseline
+    NP Merge improves on; Adam, because gradients of different entries differ by orders of
+    magnitude and Adam's per-entry step sizes equalise them; ``lr=1e-2`` on the logits moves
+    alpha from 0.5 to about 0.1 / 0.9 within a few hundred steps, i.e. a few epochs on a small
+    training subset, as in the paper's protocol; no weight decay (a positive value pulls ``a``
+    back towards 0, i.e. towards averaging). ``alphas`` are ``sigmoid(a)``, parameter-shaped.
+    """
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"option 'steps' must be a positive integer, got {steps!r}")
+    if not lr > 0:
+        raise ValueError(f"option 'lr' must be positive, got {lr!r}")
+    if weight_decay < 0:
+        raise ValueError(f"option 'weight_decay' must be non-negative, got {weight_decay!r}")
+    choice("optimizer", optimizer, OPTIMIZERS)
+    keys = _check_states(model, state_a, state_b)
+    device = torch.device(device)
+    base = {k: state_b[k].detach().to(device) for k in keys}
+    delta = {k: state_a[k].detach().to(device) - base[k] for k in keys}
+    logits = {k: torch.full_like(base[k], float(init), requires_grad=True) for k in keys}
+    others = {k: _average(state_a[k], state_b[k]) for k in state_a if k not in logits}
+    buffers = {k: v.to(device).clone() for k, v in others.items() if k in model.state_dict()}
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    opt = opt_cls[optimizer](list(logits.values()), lr=lr, weight_decay=weight_decay)
+    data = _cycle(batches)
+    with batchnorm_train_mode(model):
+        for step in range(int(steps)):
+            x, y = next(data)[:2]
+            weights = {k: base[k] + torch.sigmoid(a) * delta[k] for k, a in logits.items()}
+            value = loss(
+                functional_call(model, {**weights, **buffers}, (x.to(device),)), y.to(device)
+            )
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            if progress is not None:
+                progress(step, value.item())
+    with torch.no_grad():
+        alphas = {k: torch.sigmoid(a).to(state_a[k].device) for k, a in logits.items()}
+        merged = dict(others)
+        for k in keys:
+            w = base[k] + torch.sigmoid(logits[k]) * delta[k]
+            merged[k] = w.to(state_a[k].device, state_a[k].dtype)
+    return {k: merged[k] for k in state_a}, alphas
+
+
+def _average(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a + b.to(a.device)) / 2 if a.is_floating_point() else a.clone()
+
+
+def np_merge_many(
+    model: nn.Module,
+    states: Sequence[State],
+    batches: Batches,
+    *,
+    align: Callable[[State, State], State] | None = None,
+    order: Sequence[int] | None = None,
+    init: float | None = None,
+    reset_bn: bool = True,
+    bn_batches: int | None = None,
+    **kwargs,
+) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Merge several models by successive pairwise NP Merges, in ``order`` (default 0..T-1).
+
+    ``m = states[order[0]]``; for each next ``s``: ``m = np_merge(model, m, align(m, s))``
+    (``align(reference, state)`` returns ``state`` aligned to ``reference``, e.g. weight
+    matching then ``permute_state``; None = no alignment). Unless ``init`` is given, the k-th
+    merge starts at ``a = log k`` (alpha = k / (k + 1) on the running merge), i.e. at the
+    uniform average of the k + 1 models rather than over-weighting the last one. With
+    ``reset_bn`` the BatchNorm statistics of every intermediate merge (before the next model
+    is aligned to it) and of the final one are recomputed on ``batches`` (the first
+    ``bn_batches``). ``kwargs`` go to ``np_merge``. Returns the merged state and the alphas of
+    each pairwise merge.
+    """
+    order = list(range(len(states))) if order is None else [int(i) for i in order]
+    if sorted(order) != list(range(len(states))) or len(order) < 2:
+        raise ValueError(
+            f"option 'order' must be a permutation of 0..{len(states) - 1} (at least 2 models), "
+            f"got {order}"
+        )
+    merged = dict(states[order[0]])
+    history = []
+    for k, idx in enumerate(order[1:], start=1):
+        other = states[idx] if align is None else align(merged, states[idx])
+        start = math.log(k) if init is None else init
+        merged, alphas = np_merge(model, merged, other, batches, init=start, **kwargs)
+        if reset_bn:
+            merged = recompute_batchnorm_state(model, merged, batches, bn_batches)
+        history.append(alphas)
+    return merged, history
+
+
+def recompute_batchnorm_state(
+    model: nn.Module, state: State, batches: Batches, num_batches: int | None = None
+) -> dict[str, torch.Tensor]:
+    """``state`` with BatchNorm statistics re-estimated on ``batches`` (on a copy of
+    ``model``; ``state`` is returned as is when the model has no BatchNorm)."""
+    if not batchnorm_layers(model):
+        return dict(state)
+    work = copy.deepcopy(model)
+    work.load_state_dict({k: state[k] for k in work.state_dict()})
+    reset_batchnorm(work, batches, num_batches)
+    fresh = work.state_dict()
+    return {k: fresh[k].to(v.device) if k in fresh else v for k, v in state.items()}

@@ -1,0 +1,122 @@
+"""Exact global top-k of each task vector by magnitude, streamed key by key.
+
+For task ``t`` and kept fraction ``k``, :func:`topk_masks` selects exactly
+``n = ceil(k * N)`` entries of largest ``|tau_t|`` among all ``N`` float parameters of
+that task (a product ``k * N`` within 1e-9, relative, of an integer counts as that
+integer, so ``k = 0.2`` of 10 entries keeps 2, not 3 from float noise). Nothing is
+concatenated: the threshold is a radix select on the float32 bit patterns of ``|x|``
+(as int32 they are ordered like the magnitudes), with two 16-bit histogram passes over
+the keys. Entries equal to the threshold are kept in (key order, flat index within the
+key) order, earliest first, through a per-key tie quota, so masking a key is stateless
+and the same inputs always give the same selection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from merging.options import fraction
+from merging.streaming import TaskVectors
+
+Tensor = torch.Tensor
+Values = Callable[[int, str, Tensor], Tensor]
+"""``values(t, key, tau_t[key])``: the tensor whose magnitudes are ranked (e.g. after DARE)."""
+
+_HI_BINS = 1 << 15  # high 16 bits of a non-negative float32 (the sign bit is 0)
+_LO_BINS = 1 << 16  # low 16 bits
+
+
+def kept_count(k: float, n: int) -> int:
+    """``ceil(k * n)``, where a product within 1e-9 (relative) of an integer is that integer."""
+    x = k * n
+    r = round(x)
+    return int(r) if abs(x - r) <= 1e-9 * max(1.0, x) else math.ceil(x)
+
+
+def magnitude_bits(x: Tensor) -> Tensor:
+    """The float32 bit patterns of ``|x|`` as int32, which sort like ``|x|``."""
+    return x.to(torch.float32).abs().view(torch.int32)
+
+
+@dataclass(frozen=True)
+class TopK:
+    """One task's global top-n: an entry is kept iff its magnitude bits exceed
+    ``threshold``, or equal it and are among the first ``quotas[key]`` such entries of
+    ``key`` in flat order."""
+
+    threshold: int
+    quotas: dict[str, int]
+    ties: dict[str, int]
+    kept: int
+    total: int
+
+    def mask(self, key: str, values: Tensor) -> Tensor:
+        """Boolean mask of the kept entries of ``values`` (this task's ranked tensor at ``key``)."""
+        bits = magnitude_bits(values)
+        keep = bits > self.threshold
+        quota = self.quotas.get(key, 0)
+        if quota:
+            tie = (bits == self.threshold).flatten()
+            if quota < self.ties[key]:
+                tie[tie.nonzero()[quota:, 0]] = False
+            keep |= tie.view(keep.shape)
+        return keep
+
+
+def _top_bin(hist: Tensor, n: int) -> tuple[int, int]:
+    """The bin holding the ``n``-th largest entry, and how many of the top ``n`` lie in it."""
+    at_or_above = hist.flip(0).cumsum(0).flip(0)
+    b = int((at_or_above >= n).sum()) - 1
+    above = int(at_or_above[b + 1]) if b + 1 < len(hist) else 0
+    return b, n - above
+
+
+def topk_masks(tvs: TaskVectors, k: float, values: Values | None = None) -> list[TopK]:
+    """Each task's exact global top-``k`` fraction by magnitude (see the module docstring).
+
+    Reads every task vector twice, key by key (one tensor at a time); ``values``, if
+    given, transforms each tensor before ranking and must be deterministic.
+    """
+    k = fraction("k", k)
+    num_tasks, keys = len(tvs), tvs.float_keys
+
+    def bits(key: str) -> Iterator[tuple[int, Tensor]]:
+        for t in range(num_tasks):
+            x = tvs.task(t, key)
+            yield t, magnitude_bits(x if values is None else values(t, key, x)).flatten()
+
+    hi = torch.zeros(num_tasks, _HI_BINS, dtype=torch.int64, device=tvs.device)
+    total = 0
+    for key in keys:
+        for t, b in bits(key):
+            hi[t] += torch.bincount(b >> 16, minlength=_HI_BINS)
+        total += b.numel()
+    n = kept_count(k, total)
+    if n == total:  # keep everything (also when there is nothing to keep)
+        return [TopK(-1, {}, {}, n, total) for _ in range(num_tasks)]
+
+    top = [_top_bin(hi[t], n) for t in range(num_tasks)]
+    lo = torch.zeros(num_tasks, _LO_BINS, dtype=torch.int64, device=tvs.device)
+    candidates: list[dict[str, tuple[Tensor, Tensor]]] = [{} for _ in range(num_tasks)]
+    for key in keys:
+        for t, b in bits(key):
+            low = b[(b >> 16) == top[t][0]] & 0xFFFF
+            if low.numel():
+                u, c = torch.unique(low, return_counts=True)
+                lo[t].index_add_(0, u.long(), c)
+                candidates[t][key] = (u, c)
+
+    out = []
+    for t in range(num_tasks):
+        low_bin, tied_needed = _top_bin(lo[t], top[t][1])
+        quotas, ties = {}, {}
+        for key, (u, c) in candidates[t].items():
+            ties[key] = int(c[u == low_bin].sum())
+            quotas[key] = min(ties[key], tied_needed)
+            tied_needed -= quotas[key]
+        out.append(TopK((top[t][0] << 16) | low_bin, quotas, ties, n, total))
+    return out

@@ -1,0 +1,114 @@
+"""Per-parameter access to a set of task vectors, so no method holds them all at once.
+
+A merge reads one parameter name ("key") of every task at a time: memory is bounded by
+T copies of the largest tensor, never T copies of the model. Keys, shapes, dtypes and
+finiteness are checked as tensors are read, with errors naming the key and the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import torch
+
+Tensor = torch.Tensor
+
+
+class TaskVectors:
+    """The task vectors ``tau_1 .. tau_T`` of one merge, read key by key.
+
+    Float entries are merged; non-float entries (integer buffers, BatchNorm counters)
+    are carried from the first task vector unchanged (they come from the pretrained
+    model), never merged. Math runs on ``device`` in float32; results return to the
+    CPU in the input dtype.
+    """
+
+    def __init__(
+        self,
+        task_vectors: Sequence[Mapping[str, Tensor]],
+        device: str | torch.device | None = None,
+    ) -> None:
+        self._tvs = list(task_vectors)
+        if not self._tvs:
+            raise ValueError("no task vectors given")
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.keys: list[str] = list(self._tvs[0].keys())
+        key_set = set(self.keys)
+        for t, tv in enumerate(self._tvs[1:], start=1):
+            other = set(tv.keys())
+            if other != key_set:
+                missing = sorted(key_set - other)
+                if missing:
+                    raise KeyError(f"task vector {t} lacks key {missing[0]!r} (task 0 has it)")
+                extra = sorted(other - key_set)
+                raise KeyError(f"task vector {t} has key {extra[0]!r} that task 0 lacks")
+        self._float: dict[str, bool] = {}
+
+    def __len__(self) -> int:
+        return len(self._tvs)
+
+    def raw(self, t: int, key: str) -> Tensor:
+        """Task ``t``'s tensor at ``key`` as stored (no cast, no move)."""
+        return self._tvs[t][key]
+
+    def is_float(self, key: str) -> bool:
+        """Whether ``key`` holds floating-point values (and is therefore merged)."""
+        if key not in self._float:
+            self._float[key] = torch.is_floating_point(self.raw(0, key))
+        return self._float[key]
+
+    @property
+    def float_keys(self) -> list[str]:
+        return [k for k in self.keys if self.is_float(k)]
+
+    def task(self, t: int, key: str) -> Tensor:
+        """Task ``t``'s tensor at ``key``: float32 on ``device``, checked against task 0."""
+        x = self.raw(t, key)
+        if t:
+            ref = self.raw(0, key)
+            if x.shape != ref.shape:
+                raise ValueError(
+                    f"key {key!r}: task vector {t} has shape {tuple(x.shape)}, "
+                    f"task 0 has {tuple(ref.shape)}"
+                )
+            if x.dtype != ref.dtype:
+                raise TypeError(f"key {key!r}: task vector {t} is {x.dtype}, task 0 is {ref.dtype}")
+        x = x.to(self.device, torch.float32)
+        if not torch.isfinite(x).all():
+            raise ValueError(f"key {key!r}: task vector {t} contains NaN or Inf")
+        return x
+
+    def tensors(self, key: str) -> list[Tensor]:
+        """Every task's tensor at ``key`` (float32, on ``device``)."""
+        return [self.task(t, key) for t in range(len(self))]
+
+    def iter_task(self, t: int) -> Iterator[tuple[str, Tensor]]:
+        """Task ``t``'s float entries, key by key."""
+        for key in self.float_keys:
+            yield key, self.task(t, key)
+
+    def finish(self, key: str, x: Tensor) -> Tensor:
+        """A merged tensor back on the CPU in the dtype of ``key``."""
+        return x.to("cpu", self.raw(0, key).dtype)
+
+    def map(self, fn: Callable[[str, list[Tensor]], Tensor]) -> dict[str, Tensor]:
+        """One merged task vector: ``out[key] = fn(key, [tau_1[key], ..., tau_T[key]])``."""
+        out: dict[str, Tensor] = {}
+        for key in self.keys:
+            if self.is_float(key):
+                out[key] = self.finish(key, fn(key, self.tensors(key)))
+            else:
+                out[key] = self.raw(0, key)
+        return out
+
+    def map_each(self, fn: Callable[[str, list[Tensor]], list[Tensor]]) -> list[dict[str, Tensor]]:
+        """One task vector per task: ``out[t][key] = fn(key, taus)[t]``."""
+        outs: list[dict[str, Tensor]] = [{} for _ in self._tvs]
+        for key in self.keys:
+            if self.is_float(key):
+                for out, x in zip(outs, fn(key, self.tensors(key)), strict=True):
+                    out[key] = self.finish(key, x)
+            else:
+                for out in outs:
+                    out[key] = self.raw(0, key)
+        return outs

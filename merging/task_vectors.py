@@ -1,0 +1,65 @@
+"""Task vectors (Ilharco et al., "Editing Models with Task Arithmetic", ICLR 2023).
+
+``tau = theta_ft - theta_0`` and ``theta = theta_0 + alpha * tau``, over mappings of
+tensors that may load each entry lazily: a :class:`TaskVector` computes its entry for
+a key only when that key is read, so no checkpoint is forced into memory whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+
+Tensor = torch.Tensor
+
+
+class TaskVector(Mapping[str, Tensor]):
+    """``tau = finetuned - pretrained``, computed per key on access.
+
+    Non-float entries (integer buffers, BatchNorm counters) are not task-vector
+    entries: reading one returns the pretrained value, which merges carry unchanged.
+    """
+
+    def __init__(self, finetuned: Mapping[str, Tensor], pretrained: Mapping[str, Tensor]) -> None:
+        ft, pt = set(finetuned.keys()), set(pretrained.keys())
+        if ft != pt:
+            only_ft, only_pt = sorted(ft - pt), sorted(pt - ft)
+            where = (
+                f"key {only_ft[0]!r} is in the fine-tuned model but not the pretrained one"
+                if only_ft
+                else f"key {only_pt[0]!r} is in the pretrained model but not the fine-tuned one"
+            )
+            raise KeyError(f"task vector: {where}")
+        self.finetuned, self.pretrained = finetuned, pretrained
+        self._keys = list(pretrained.keys())
+
+    def __getitem__(self, key: str) -> Tensor:
+        ft, pt = self.finetuned[key], self.pretrained[key]
+        if ft.shape != pt.shape:
+            raise ValueError(
+                f"key {key!r}: fine-tuned shape {tuple(ft.shape)} != pretrained {tuple(pt.shape)}"
+            )
+        return ft - pt if torch.is_floating_point(pt) else pt
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def apply_task_vector(
+    pretrained: Mapping[str, Tensor], tau: Mapping[str, Tensor], alpha: float = 1.0
+) -> dict[str, Tensor]:
+    """``theta = theta_0 + alpha * tau``; non-float entries are carried from ``theta_0``."""
+    extra = sorted(set(tau.keys()) - set(pretrained.keys()))
+    if extra:
+        raise KeyError(f"task vector key {extra[0]!r} is not a parameter of the pretrained model")
+    out: dict[str, Tensor] = {}
+    for key, p in pretrained.items():
+        if torch.is_floating_point(p) and key in tau:
+            out[key] = p + alpha * tau[key].to(p.dtype)
+        else:
+            out[key] = p
+    return out

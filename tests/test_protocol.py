@@ -1,0 +1,98 @@
+"""The selection protocol on a toy evaluator whose accuracies are known in closed form."""
+
+import json
+
+import pytest
+import torch
+
+import evaluation.protocol as protocol
+from evaluation.protocol import MethodConfig, Scorer, evaluate_method
+from evaluation.results import Row
+from merging import merge_method
+
+# accuracy of task t on a split = 100 - 10 * |w - target|, w the single merged weight
+TARGETS = {"val": {"t0": 0.9, "t1": 1.5}, "test": {"t0": 0.0, "t1": 3.0}}
+TAUS = [{"w": torch.tensor(1.0)}, {"w": torch.tensor(2.0)}]
+
+
+class ToyEvaluator:
+    def __init__(self):
+        self.w = 0.0
+
+    def load(self, tau, alpha=1.0):
+        self.w = 0.0 if tau is None else alpha * tau["w"].item()
+
+    def accuracy(self, task, split):
+        return 100.0 - 10.0 * abs(self.w - TARGETS[split][task])
+
+
+@merge_method("toy_scaled", task_specific=True)
+def toy_scaled(tvs, *, lam: float = 1.0):
+    return tvs.map_each(lambda key, taus: [lam * t for t in taus])
+
+
+def run(method, monkeypatch=None):
+    scorer = Scorer(ToyEvaluator(), ["t0", "t1"])
+    expert = {
+        s: scorer.scores("finetuned", {}, lambda: [dict(t) for t in TAUS], 1.0, s)
+        for s in ("val", "test")
+    }
+    rows = evaluate_method(method, TAUS, scorer, expert, lambda *a: Row("r", "b", "m", *a))
+    return rows, expert
+
+
+def test_joint_selection_maximises_average_normalised_val_accuracy(monkeypatch):
+    calls = []
+    real_merge = protocol.merge
+    monkeypatch.setattr(
+        protocol, "merge", lambda *a, **k: calls.append(a[0]) or real_merge(*a, **k)
+    )
+    method = MethodConfig.from_config(
+        "ta", {"label": "TA", "fn": "task_arithmetic", "alphas": [0.1 * i for i in range(1, 11)]}
+    )
+    rows, expert = run(method)
+    assert calls == ["task_arithmetic"]  # ten alphas, one merge
+    # absolute val accuracy ties for alpha in {0.3, 0.4, 0.5}; normalised favours t1 (lower
+    # expert accuracy), i.e. w = 3 * alpha = 1.5
+    test = {r.task: r for r in rows if r.split == "test" and r.metric == "accuracy"}
+    assert json.loads(test["t0"].hyperparameters)["alpha"] == pytest.approx(0.5)
+    # test accuracy is measured at the val choice, not re-selected on test
+    assert test["t0"].value == pytest.approx(100 - 10 * 1.5)
+    assert test["t1"].value == pytest.approx(100 - 10 * 1.5)
+    norm = {
+        r.task: r.value for r in rows if r.split == "test" and r.metric == "normalized_accuracy"
+    }
+    assert norm["t1"] == pytest.approx(100 * 85 / expert["test"]["t1"])
+    assert norm["average"] == pytest.approx((norm["t0"] + norm["t1"]) / 2)
+    assert len([r for r in rows if r.split == "val" and r.task == "average"]) == 20
+
+
+def test_per_task_selection_with_ties_to_the_first_point():
+    method = MethodConfig.from_config(
+        "toy", {"fn": "toy_scaled", "search": {"lam": [0.5, 1.0, 1.5]}, "select": "per_task"}
+    )
+    rows, _ = run(method)
+    chosen = {
+        r.task: json.loads(r.hyperparameters)["lam"]
+        for r in rows
+        if r.split == "test" and r.task != "average"
+    }
+    # t0: w = lam, best at lam = 1.0; t1: w = 2 lam, lam 0.5 and 1.0 tie -> first (0.5)
+    assert chosen == {"t0": 1.0, "t1": 0.5}
+    avg = [r for r in rows if r.split == "test" and r.task == "average"]
+    assert json.loads(avg[0].hyperparameters)["lam"] == "per_task"
+
+
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        ({"fn": "nope"}, "unknown merge method 'nope'"),
+        ({"fn": "task_arithmetic", "hparams": {"k": 1}}, "no option 'k'"),
+        ({"fn": "toy_scaled", "search": {"lam": []}}, "search.lam"),
+        ({"fn": "toy_scaled", "select": "best"}, "select must be"),
+        ({"fn": "toy_scaled", "colour": 1}, "unknown field 'colour'"),
+    ],
+)
+def test_bad_method_configs_name_the_config_and_option(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        MethodConfig.from_config("mine", cfg)
