@@ -8,7 +8,7 @@ networks used throughout Git Re-Basin, ZipIt!, CCA Merge and NP Merge.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 
@@ -102,4 +102,74 @@ def reset_batchnorm(
             m.momentum = momentum
     if seen == 0:
         raise ValueError("reset_batchnorm: `batches` yielded no data")
+    return model
+
+
+def channel_moments(
+    model: nn.Module, module: nn.Module, batches: Batches, num_batches: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of ``module``'s output (channels on axis 1), eval mode."""
+    sums: list[torch.Tensor] = []
+
+    def hook(m, inputs, out):
+        rows = out.detach().movedim(1, -1).reshape(-1, out.shape[1]).double()
+        moments = torch.stack(
+            [rows.sum(0), (rows * rows).sum(0), rows.new_full((rows.shape[1],), len(rows))]
+        )
+        sums.append(moments)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with eval_mode(model), torch.no_grad():
+            for x in iter_inputs(batches, num_batches):
+                model(x.to(model_device(model)))
+    finally:
+        handle.remove()
+    if not sums:
+        raise ValueError("repair: `batches` yielded no data")
+    total = torch.stack(sums).sum(0)
+    mean = total[0] / total[2]
+    return mean, (total[1] / total[2] - mean * mean).clamp_min(0).sqrt()
+
+
+def repair(
+    model: nn.Module,
+    model_a: nn.Module,
+    model_b: nn.Module,
+    batches: Batches,
+    modules: Sequence[str],
+    weight_a: float = 0.5,
+    num_batches: int | None = None,
+    eps: float = 1e-5,
+) -> nn.Module:
+    """REPAIR (Jordan et al., ICLR 2023): rescale the merged model's channels, in place.
+
+    For each module named in ``modules`` (``nn.Linear`` / ``nn.ConvNd`` with a bias, in
+    forward order), the merged model's output channel ``c`` gets the interpolated endpoint
+    statistics ``mu_t = w mu_A + (1 - w) mu_B``, ``sd_t = w sd_A + (1 - w) sd_B``
+    (``w = weight_a``): ``W_c <- W_c sd_t / sd_c``, ``b_c <- (b_c - mu_c) sd_t / sd_c + mu_t``,
+    with the merged model's statistics measured after the earlier modules were corrected (one
+    data pass per module). Endpoints are unchanged. For BatchNorm networks, resetting the
+    statistics (``reset_batchnorm``) is the equivalent correction.
+    """
+    if not 0.0 <= weight_a <= 1.0:
+        raise ValueError(f"option 'weight_a' must be in [0, 1], got {weight_a!r}")
+    found = [dict(m.named_modules()) for m in (model, model_a, model_b)]
+    for name in modules:
+        layer = found[0].get(name)
+        if name not in found[1] or name not in found[2] or layer is None:
+            raise KeyError(f"repair: module {name!r} is missing from a model")
+        if getattr(layer, "bias", None) is None or getattr(layer, "weight", None) is None:
+            raise ValueError(f"repair: module {name!r} needs a weight and a bias")
+    for name in modules:
+        mean_a, sd_a = channel_moments(model_a, found[1][name], batches, num_batches)
+        mean_b, sd_b = channel_moments(model_b, found[2][name], batches, num_batches)
+        mean, sd = channel_moments(model, found[0][name], batches, num_batches)
+        target_mean = weight_a * mean_a + (1 - weight_a) * mean_b
+        scale = (weight_a * sd_a + (1 - weight_a) * sd_b) / (sd + eps)
+        layer = found[0][name]
+        with torch.no_grad():
+            shape = (-1,) + (1,) * (layer.weight.dim() - 1)
+            layer.weight.mul_(scale.to(layer.weight).view(shape))
+            layer.bias.copy_(((layer.bias.double() - mean) * scale + target_mean).to(layer.bias))
     return model

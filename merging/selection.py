@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from merging.options import fraction
@@ -69,30 +70,30 @@ class TopK:
 
 def _top_bin(hist: Tensor, n: int) -> tuple[int, int]:
     """The bin holding the ``n``-th largest entry, and how many of the top ``n`` lie in it."""
-    at_or_above = hist.flip(0).cumsum(0).flip(0)
-    b = int((at_or_above >= n).sum()) - 1
-    above = int(at_or_above[b + 1]) if b + 1 < len(hist) else 0
-    return b, n - above
+    below = np.cumsum(hist.cpu().numpy())  # below[b]: entries in bins <= b
+    b = int(np.searchsorted(below, below[-1] - n, side="right"))
+    return b, n - int(below[-1] - below[b])
 
 
 def topk_masks(tvs: TaskVectors, k: float, values: Values | None = None) -> list[TopK]:
     """Each task's exact global top-``k`` fraction by magnitude (see the module docstring).
 
-    Reads every task vector twice, key by key (one tensor at a time); ``values``, if
-    given, transforms each tensor before ranking and must be deterministic.
+    Reads every task vector twice, key by key (one tensor at a time; the first pass
+    checks shapes, dtypes and finiteness); ``values``, if given, transforms each tensor
+    before ranking and must be deterministic.
     """
     k = fraction("k", k)
     num_tasks, keys = len(tvs), tvs.float_keys
 
-    def bits(key: str) -> Iterator[tuple[int, Tensor]]:
+    def bits(key: str, checked: bool) -> Iterator[tuple[int, Tensor]]:
         for t in range(num_tasks):
-            x = tvs.task(t, key)
+            x = tvs.task(t, key) if checked else tvs.raw(t, key).to(tvs.device, torch.float32)
             yield t, magnitude_bits(x if values is None else values(t, key, x)).flatten()
 
     hi = torch.zeros(num_tasks, _HI_BINS, dtype=torch.int64, device=tvs.device)
     total = 0
     for key in keys:
-        for t, b in bits(key):
+        for t, b in bits(key, checked=True):
             hi[t] += torch.bincount(b >> 16, minlength=_HI_BINS)
         total += b.numel()
     n = kept_count(k, total)
@@ -103,7 +104,7 @@ def topk_masks(tvs: TaskVectors, k: float, values: Values | None = None) -> list
     lo = torch.zeros(num_tasks, _LO_BINS, dtype=torch.int64, device=tvs.device)
     candidates: list[dict[str, tuple[Tensor, Tensor]]] = [{} for _ in range(num_tasks)]
     for key in keys:
-        for t, b in bits(key):
+        for t, b in bits(key, checked=False):
             low = b[(b >> 16) == top[t][0]] & 0xFFFF
             if low.numel():
                 u, c = torch.unique(low, return_counts=True)

@@ -245,6 +245,21 @@ def test_dare_equals_reference(shapes, num_tasks, dtype, p, base, seed) -> None:
     assert_state_close(out, ref.unflatten(merged, tvs[0]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dare_ties_on_half_inputs_ranks_the_float32_dropped_values(dtype) -> None:
+    for seed in range(3):
+        tvs = make_tvs(3, [(20, 30), (50,)], dtype, 0, seed)
+        drop = drop_and_rescale(0.3, seed)
+        x = ref.flatten(
+            [
+                {k: drop(t, k, v.float()) for k, v in tv.items() if v.is_floating_point()}
+                for t, tv in enumerate(tvs)
+            ]
+        )
+        out = merge("dare", tvs, p=0.3, seed=seed, base="ties", k=0.3)
+        assert_state_close(out, ref.unflatten(ref.ties(x, 0.3, "mean"), tvs[0]))
+
+
 def test_same_inputs_same_outputs_with_many_ties() -> None:
     tvs = make_tvs(4, [(6, 7), (7,), (2, 3, 3)], levels=1, seed=5)
     for name, opts in [

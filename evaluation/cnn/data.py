@@ -74,7 +74,12 @@ def load_data(cfg: Mapping[str, Any]) -> ImageData:
 
 
 def sandbox_data(
-    name: str, num_classes: int, image_size: int, train_size: int, test_size: int, seed: int,
+    name: str,
+    num_classes: int,
+    image_size: int,
+    train_size: int,
+    test_size: int,
+    seed: int,
     noise: float = 0.1,
 ) -> ImageData:
     """Generated images whose class is a pair of coloured parts (CPU, deterministic by seed).
@@ -83,6 +88,9 @@ def sandbox_data(
     ((shape, colour), (shape, colour)). An image is a smooth random background with the
     class's two parts and one distractor part at random positions, plus pixel noise
     (std ``noise``), so classes share parts and only their combination identifies them.
+    (The CLIP sandbox tasks of ``evaluation.sandbox`` are not used here: a ResNet-20 trained
+    from scratch reaches 99.6-99.8% on them, which leaves no gap between the base models and
+    their ensemble; on these images narrow base models reach about 70-80%.)
     """
     rng = np.random.default_rng(seed)
     part = max(3, image_size // 4)
@@ -130,8 +138,14 @@ def _blobs(rng: np.random.Generator, n: int, size: int) -> list[np.ndarray]:
 
 
 def hf_data(
-    name: str, *, hub_id: str | None = None, path: str | None = None, image_key: str | None = None,
-    label_key: str | None = None, train_split: str = "train", test_split: str = "test",
+    name: str,
+    *,
+    hub_id: str | None = None,
+    path: str | None = None,
+    image_key: str | None = None,
+    label_key: str | None = None,
+    train_split: str = "train",
+    test_split: str = "test",
 ) -> ImageData:
     """An image dataset through ``datasets``: the hub id (e.g. ``uoft-cs/cifar10``), or a local
     ``path`` (a ``save_to_disk`` directory, or any directory ``load_dataset`` reads)."""
@@ -140,7 +154,9 @@ def hf_data(
     if path:
         path = str(Path(path).expanduser())
         if not Path(path).exists():
-            raise FileNotFoundError(f"benchmark.dataset.path {path!r} (dataset {name}) does not exist")
+            raise FileNotFoundError(
+                f"benchmark.dataset.path {path!r} (dataset {name}) does not exist"
+            )
         saved = any((Path(path) / f).exists() for f in ("dataset_dict.json", "state.json"))
         ds = datasets.load_from_disk(path) if saved else datasets.load_dataset(path)
     elif hub_id:
@@ -180,21 +196,34 @@ def _to_tensors(split: Any, image_key: str, label_key: str, name: str) -> tuple[
     return x, torch.as_tensor(split[label_key], dtype=torch.int64)
 
 
+def check_setting(
+    setting: Mapping[str, Any], num_models: int, num_classes: int | None = None
+) -> None:
+    """Raise unless ``setting`` is ``{kind: same}`` or ``{kind: cross, major_fraction, seed}``
+    with ``1 / num_models <= major_fraction <= 1`` (and enough classes for the models)."""
+    kind = setting.get("kind")
+    if kind not in ("same", "cross"):
+        raise ValueError(f"kind must be 'same' or 'cross', got {kind!r}")
+    allowed = {"kind"} | ({"major_fraction", "seed"} if kind == "cross" else set())
+    unknown = sorted(set(setting) - allowed)
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} for kind {kind!r}")
+    major = float(setting.get("major_fraction", 0.8))
+    if kind == "cross" and not 1.0 / num_models <= major <= 1.0:
+        raise ValueError(f"major_fraction must be in [1/{num_models}, 1], got {major}")
+    if kind == "cross" and num_classes is not None and num_classes < num_models:
+        raise ValueError(f"{num_classes} classes cannot be split over {num_models} models")
+
+
 def model_subsets(
     labels: torch.Tensor, num_classes: int, num_models: int, setting: Mapping[str, Any]
 ) -> list[np.ndarray]:
     """Training indices of each base model under ``setting`` (see the module docstring)."""
-    kind = setting.get("kind")
+    check_setting(setting, num_models, num_classes)
     n = len(labels)
-    if kind == "same":
+    if setting["kind"] == "same":
         return [np.arange(n)] * num_models
-    if kind != "cross":
-        raise ValueError(f"setting kind must be 'same' or 'cross', got {kind!r}")
     major = float(setting.get("major_fraction", 0.8))
-    if not 1.0 / num_models <= major <= 1.0:
-        raise ValueError(f"setting option 'major_fraction' must be in [1/{num_models}, 1], got {major}")
-    if num_classes < num_models:
-        raise ValueError(f"cross setting: {num_classes} classes cannot be split over {num_models} models")
     rng = np.random.default_rng(int(setting.get("seed", 0)))
     group_of = np.empty(num_classes, dtype=np.int64)
     for g, classes in enumerate(np.array_split(rng.permutation(num_classes), num_models)):
@@ -212,8 +241,13 @@ def model_subsets(
 
 
 def batches(
-    data: ImageData, split: str, indices: np.ndarray | None = None, batch_size: int = 256, *,
-    generator: torch.Generator | None = None, augment: bool = False,
+    data: ImageData,
+    split: str,
+    indices: np.ndarray | None = None,
+    batch_size: int = 256,
+    *,
+    generator: torch.Generator | None = None,
+    augment: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised float batches of ``split`` ("train"/"test") restricted to ``indices``;
     shuffled when a ``generator`` is given; ``augment`` = random crop (pad H/8) + flip."""
@@ -247,4 +281,3 @@ def sample_indices(n: int, size: int, seed: int) -> np.ndarray:
     if size <= 0:
         raise ValueError(f"a data subset needs a positive size, got {size}")
     return np.sort(np.random.default_rng(seed).permutation(n)[: min(size, n)])
-

@@ -7,8 +7,9 @@
   3x3 conv-BN-ReLU stacks at 64w ... 512w channels, max-pooling, global average pooling and
   one linear classifier, the usual CIFAR variant.
 
-Each model declares its permutation symmetry once (``permutation_axes``: for every state-dict
-key, the permutation group acting on each axis, ``None`` for an axis no group acts on) and
+Each model declares its permutation symmetry once (``permutation_axes``: for every permuted
+state-dict key, the group acting on each axis, ``None`` for an axis no group acts on; the
+format of ``merging.alignment.PermutationSpec``) and
 its ``activation_points`` (for every group, the modules whose outputs are that group's
 features), which is what weight matching, activation matching, ZipIt! and CCA Merge need
 (Ainsworth et al., Git Re-Basin, ICLR 2023; Stoica et al., ZipIt!, ICLR 2024; Horoi et al.,
@@ -22,6 +23,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from merging.alignment import conv_axes, linear_axes, norm_axes
 
 Axes = dict[str, tuple[str | None, ...]]
 
@@ -37,14 +40,8 @@ def _channels(base: int, width: float) -> int:
     return max(1, round(base * width))
 
 
-def _bn_axes(prefix: str, group: str) -> Axes:
-    axes: Axes = {f"{prefix}.{k}": (group,) for k in ("weight", "bias", "running_mean", "running_var")}
-    axes[f"{prefix}.num_batches_tracked"] = ()
-    return axes
-
-
 def _conv_bn_axes(conv: str, bn: str, out: str, inp: str | None) -> Axes:
-    return {f"{conv}.weight": (out, inp, None, None), **_bn_axes(bn, out)}
+    return {**conv_axes(conv, inp, out), **norm_axes(bn, out)}
 
 
 class BasicBlock(nn.Module):
@@ -80,7 +77,9 @@ class ResNet20(nn.Module):
         self.relu = nn.ReLU()
         inp, stages = widths[0], []
         for s, out in enumerate(widths):
-            blocks = [BasicBlock(inp if b == 0 else out, out, 2 if s and b == 0 else 1) for b in range(3)]
+            blocks = [
+                BasicBlock(inp if b == 0 else out, out, 2 if s and b == 0 else 1) for b in range(3)
+            ]
             stages.append(nn.Sequential(*blocks))
             inp = out
         self.layer1, self.layer2, self.layer3 = stages
@@ -105,7 +104,7 @@ class ResNet20(nn.Module):
                 if isinstance(block.shortcut, nn.Sequential):
                     axes |= _conv_bn_axes(f"{name}.shortcut.0", f"{name}.shortcut.1", stream, prev)
                 prev = stream
-        return axes | {"fc.weight": (None, prev), "fc.bias": (None,)}
+        return axes | linear_axes("fc", prev, None)
 
     def activation_points(self) -> dict[str, list[str]]:
         """A stream's features are the stem's and its blocks' outputs; a block's hidden
@@ -154,7 +153,7 @@ class VGG(nn.Module):
             group = f"conv{i}"
             axes |= _conv_bn_axes(f"features.{idx}", f"features.{idx + 1}", group, prev)
             prev = group
-        return axes | {"classifier.weight": (None, prev), "classifier.bias": (None,)}
+        return axes | linear_axes("classifier", prev, None)
 
     def activation_points(self) -> dict[str, list[str]]:
         """Group ``convI``'s features are the output of the ReLU after its BatchNorm."""

@@ -39,32 +39,46 @@ class TrainRecipe:
         fields = {f.name: f.type for f in dataclasses.fields(cls)}
         unknown = sorted(set(cfg) - set(fields))
         if unknown:
-            raise KeyError(f"benchmark.training has unknown option {unknown[0]!r}; valid: {', '.join(fields)}")
+            raise KeyError(
+                f"benchmark.training has unknown option {unknown[0]!r}; valid: {', '.join(fields)}"
+            )
         recipe = cls(**dict(cfg))
         for name in ("epochs", "batch_size", "lr"):
             if not getattr(recipe, name) > 0:
-                raise ValueError(f"benchmark.training.{name} must be positive, got {getattr(recipe, name)!r}")
+                raise ValueError(
+                    f"benchmark.training.{name} must be positive, got {getattr(recipe, name)!r}"
+                )
         return recipe
 
 
 def train_model(
-    model: nn.Module, data: ImageData, indices: np.ndarray, recipe: TrainRecipe, *, seed: int,
-    device: str | torch.device = "cpu", progress: bool = False, desc: str = "train",
+    model: nn.Module,
+    data: ImageData,
+    indices: np.ndarray,
+    recipe: TrainRecipe,
+    *,
+    seed: int,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    desc: str = "train",
 ) -> nn.Module:
     """Train ``model`` on ``data.train[indices]``; the batch order and augmentation are drawn
     from ``seed``, so equal seeds give equal models on the same device."""
     model.to(device).train()
     generator = torch.Generator().manual_seed(seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    params = list(model.parameters())
+    groups = [  # no weight decay on biases and BatchNorm scales
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": recipe.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
     optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0,
-    )  # fmt: skip
+        groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0
+    )
     steps_per_epoch = -(-len(indices) // recipe.batch_size)
     total, warmup = recipe.epochs * steps_per_epoch, recipe.warmup_epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / (total - warmup))
+        optimizer,
+        lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(total - warmup, 1)),
     )
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     for _ in range(recipe.epochs):
@@ -82,13 +96,17 @@ def train_model(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, inputs: Iterable[torch.Tensor], device: str | torch.device = "cpu") -> torch.Tensor:
+def predict(
+    model: nn.Module, inputs: Iterable[torch.Tensor], device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Logits of ``model`` (eval mode) on every batch of ``inputs``, concatenated on the CPU."""
     model.to(device).eval()
     return torch.cat([model(x.to(device)).float().cpu() for x in inputs])
 
 
-def test_logits(model: nn.Module, data: ImageData, device: str | torch.device = "cpu") -> torch.Tensor:
+def test_logits(
+    model: nn.Module, data: ImageData, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Logits on the whole test split."""
     return predict(model, (x for x, _ in batches(data, "test", batch_size=500)), device)
 

@@ -30,9 +30,7 @@ class Task:
     templates: tuple[str, ...]
     draw: Draw
 
-    def sample(
-        self, n: int, seed: int, size: int = IMAGE_SIZE
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n: int, seed: int, size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
         """``n`` images, uint8 (n, 3, size, size), and int64 labels, balanced over the
         classes (counts differ by at most one), all determined by ``seed``."""
         rng = np.random.default_rng(seed)
@@ -135,9 +133,7 @@ def _textures(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
         lambda: d.coverage(
             np.abs(_frac(v + amp * 2 * np.abs(_frac(u / 2) - 0.5)) - 0.5) - 0.25, px
         ),  # zigzag
-        lambda: d.coverage(
-            np.abs(_frac(v + amp * np.sin(np.pi * u)) - 0.5) - 0.25, px
-        ),  # wavy
+        lambda: d.coverage(np.abs(_frac(v + amp * np.sin(np.pi * u)) - 0.5) - 0.25, px),  # wavy
         lambda: (rng.random(u.shape) < rng.uniform(0.15, 0.35, n)[:, None, None]) * 1.0,
         lambda: np.zeros_like(u),  # plain
     ]
@@ -210,13 +206,12 @@ def _faces(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
     bg, skin = d.contrasting_colours(rng, n)
     ink = np.clip(bg + rng.uniform(-0.15, 0.15, (n, 3)), 0, 1)
     img = d.paint(d.background(rng, bg, size), d.coverage(d.disc(u, v), px), skin)
-    eye = rng.uniform(0.11, 0.16, n)[:, None, None] * np.where(labels == 2, 1.3, 1.0)[
-        :, None, None
-    ]
+    eye = rng.uniform(0.11, 0.16, n)[:, None, None] * np.where(labels == 2, 1.3, 1.0)[:, None, None]
     eyes = np.minimum(np.hypot(u - 0.36, v + 0.28), np.hypot(u + 0.36, v + 0.28)) - eye
-    bend = rng.uniform(0.9, 1.6, n)[:, None, None] * np.array([-1.0, 1.0, 0.0, 0.0])[labels][
-        :, None, None
-    ]
+    bend = (
+        rng.uniform(0.9, 1.6, n)[:, None, None]
+        * np.array([-1.0, 1.0, 0.0, 0.0])[labels][:, None, None]
+    )
     half = rng.uniform(0.35, 0.5, n)[:, None, None]
     y = 0.42 + bend * (u**2 - half**2 / 2)
     line = np.maximum(np.abs(v - y) - 0.07, np.abs(u) - half)
@@ -309,7 +304,8 @@ def _dice(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
     u, v, px = d.local(size, cx, cy, scale, rng.uniform(-0.4, 0.4, n))
     body, pip = d.contrasting_colours(rng, n, gap=0.35)
     img = d.paint(
-        d.background(rng, rng.random((n, 3)), size), d.coverage(d.box(u, v, 0.8, 0.8) - 0.2, px),
+        d.background(rng, rng.random((n, 3)), size),
+        d.coverage(d.box(u, v, 0.8, 0.8) - 0.2, px),
         body,
     )
     o = 0.5
@@ -335,7 +331,9 @@ def _thickness(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
     scale = rng.uniform(0.45, 0.85, n)
     u, v, px, (img, fg) = _object_scene(rng, size, scale)
     sd = d.random_shapes(u, v, rng.integers(0, 3, n)) * scale[:, None, None]
-    return d.finish(rng, d.paint(img, d.coverage(d.outline(sd, width), px * scale[:, None, None]), fg))
+    return d.finish(
+        rng, d.paint(img, d.coverage(d.outline(sd, width), px * scale[:, None, None]), fg)
+    )
 
 
 def _stripes(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
@@ -392,8 +390,12 @@ TASKS: tuple[Task, ...] = (
     Task(
         "digits",
         _NUMBERS,
-        ('a photo of the number: "{}".', "a drawing of the digit {}.", "the digit {}.",
-         "an image showing the number {}."),
+        (
+            'a photo of the number: "{}".',
+            "a drawing of the digit {}.",
+            "the digit {}.",
+            "an image showing the number {}.",
+        ),
         _glyph_task(list("0123456789")),
     ),
     Task(
@@ -405,8 +407,7 @@ TASKS: tuple[Task, ...] = (
     Task(
         "colours",
         tuple(_COLOURS),
-        ("something {}.", "a {} object.", "a {} shape on a grey background.",
-         "the colour {}."),
+        ("something {}.", "a {} object.", "a {} shape on a grey background.", "the colour {}."),
         _colours,
     ),
     Task(
@@ -418,8 +419,12 @@ TASKS: tuple[Task, ...] = (
     Task(
         "letters",
         tuple("abcdefghijklmnopqrstuvwxyz"),
-        ('the letter "{}".', "a drawing of the letter {}.", "the character {}.",
-         "an image of the letter {}."),
+        (
+            'the letter "{}".',
+            "a drawing of the letter {}.",
+            "the character {}.",
+            "an image of the letter {}.",
+        ),
         _glyph_task(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")),
     ),
     Task(
@@ -437,23 +442,34 @@ TASKS: tuple[Task, ...] = (
     Task(
         "arrows",
         ("right", "down", "left", "up"),
-        ("an arrow pointing {}.", "a {} arrow.", "a sign pointing {}.",
-         "an arrow that points {}."),
+        ("an arrow pointing {}.", "a {} arrow.", "a sign pointing {}.", "an arrow that points {}."),
         _oriented(_arrow, 4, 0.3, (0.45, 0.85)),
     ),
     Task(
         "positions",
-        ("top left", "top", "top right", "left", "middle", "right", "bottom left",
-               "bottom", "bottom right"),
-        ("a shape at the {}.", "an object in the {} of the picture.", "something {}.",
-         "a small shape placed {}."),
+        (
+            "top left",
+            "top",
+            "top right",
+            "left",
+            "middle",
+            "right",
+            "bottom left",
+            "bottom",
+            "bottom right",
+        ),
+        (
+            "a shape at the {}.",
+            "an object in the {} of the picture.",
+            "something {}.",
+            "a small shape placed {}.",
+        ),
         _positions,
     ),
     Task(
         "faces",
         ("happy", "sad", "surprised", "neutral"),
-        ("a {} face.", "a drawing of a {} face.", "someone looking {}.",
-         "a face that looks {}."),
+        ("a {} face.", "a drawing of a {} face.", "someone looking {}.", "a face that looks {}."),
         _faces,
     ),
     Task(
@@ -465,8 +481,12 @@ TASKS: tuple[Task, ...] = (
     Task(
         "seven_segment",
         _NUMBERS,
-        ("a seven-segment display showing {}.", "the number {} on a digital display.",
-         "a digital clock digit {}.", "an lcd showing {}."),
+        (
+            "a seven-segment display showing {}.",
+            "the number {} on a digital display.",
+            "a digital clock digit {}.",
+            "an lcd showing {}.",
+        ),
         _seven_segment,
     ),
     Task(
@@ -478,29 +498,40 @@ TASKS: tuple[Task, ...] = (
     Task(
         "gradients",
         ("right", "bottom", "left", "top"),
-        ("a gradient that is lightest at the {}.", "a ramp getting lighter towards the {}.",
-         "light coming from the {}.", "a shading that brightens to the {}."),
+        (
+            "a gradient that is lightest at the {}.",
+            "a ramp getting lighter towards the {}.",
+            "light coming from the {}.",
+            "a shading that brightens to the {}.",
+        ),
         _gradients,
     ),
     Task(
         "dice",
         _NUMBERS[1:7],
-        ("a die showing {}.", "a dice roll of {}.", "a die with {} pips.",
-         "a photo of a die that shows {}."),
+        (
+            "a die showing {}.",
+            "a dice roll of {}.",
+            "a die with {} pips.",
+            "a photo of a die that shows {}.",
+        ),
         _dice,
     ),
     Task(
         "thickness",
         ("thin", "medium", "thick"),
-        ("a {} outline.", "a shape drawn with a {} line.", "a {} stroke.",
-         "an outline that is {}."),
+        (
+            "a {} outline.",
+            "a shape drawn with a {} line.",
+            "a {} stroke.",
+            "an outline that is {}.",
+        ),
         _thickness,
     ),
     Task(
         "stripes",
         ("wide", "medium", "narrow", "fine"),
-        ("{} stripes.", "a pattern of {} stripes.", "a photo of {} bands.",
-         "stripes that are {}."),
+        ("{} stripes.", "a pattern of {} stripes.", "a photo of {} bands.", "stripes that are {}."),
         _stripes,
     ),
     Task(

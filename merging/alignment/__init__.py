@@ -11,9 +11,10 @@ from merging.alignment.activation_matching import (
     collect_activations,
     pair_statistics,
 )
-from merging.alignment.cca import cca_merge
+from merging.alignment.cca import cca_maps, cca_merge
 from merging.alignment.spec import (
     PermutationSpec,
+    check_pair,
     conv_axes,
     identity_permutations,
     invert_permutation,
@@ -24,14 +25,16 @@ from merging.alignment.spec import (
     transform_state,
 )
 from merging.alignment.weight_matching import weight_matching
-from merging.alignment.zipit import zipit
+from merging.alignment.zipit import zip_features, zipit
 
 __all__ = [
     "PairStats",
     "PermutationSpec",
     "activation_matching",
+    "cca_maps",
     "cca_merge",
     "collect_activations",
+    "check_pair",
     "conv_axes",
     "identity_permutations",
     "invert_permutation",
@@ -42,5 +45,6 @@ __all__ = [
     "random_permutations",
     "transform_state",
     "weight_matching",
+    "zip_features",
     "zipit",
 ]

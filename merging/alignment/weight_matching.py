@@ -30,6 +30,9 @@ def weight_matching(
     Stops after a full sweep in which no group improves, or after ``max_iter`` sweeps.
     All floating-point spec entries take part (BatchNorm statistics included, as in
     Git Re-Basin). Returns ``{group: p}`` for ``permute_state(spec, state_b, p)``.
+    The result is a local optimum: it recovers a permutation applied to a copy of A on
+    networks of realistic width, but on very narrow ones (a handful of units per layer) the
+    descent can stop at a wrong permutation.
     """
     if max_iter < 1:
         raise ValueError(f"option 'max_iter' must be a positive integer, got {max_iter!r}")

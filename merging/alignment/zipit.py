@@ -32,8 +32,9 @@ def zip_features(corr: torch.Tensor, alpha: float = 0.3, beta: float = 0.125) ->
     n = two_n // 2
     if corr.shape != (two_n, two_n) or two_n != 2 * n:
         raise ValueError(f"zip needs a square correlation matrix of even size, got {corr.shape}")
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"option 'beta' must be in [0, 1], got {beta!r}")
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"option {name!r} must be in [0, 1], got {value!r}")
     sims = corr.detach().double().cpu().numpy().copy()
     sims[~np.isfinite(sims)] = 0.0
     np.fill_diagonal(sims, -np.inf)

@@ -43,6 +43,8 @@ def consensus(
     fraction("ties_k", ties_k)
     out: dict[str, Tensor] = {}
     for key, mtl, masks in streamed_tall_masks(tvs, lam, base, ties_k, agg):
-        votes = torch.stack(masks).sum(0)
+        votes = torch.zeros(mtl.shape, dtype=torch.int16, device=mtl.device)
+        for m in masks:
+            votes += m
         out[key] = tvs.finish(key, torch.where(votes >= k, mtl, 0))
     return {key: out[key] if tvs.is_float(key) else tvs.raw(0, key) for key in tvs.keys}

@@ -7,6 +7,7 @@ import hashlib
 
 import torch
 
+from merging.methods.tall_masks import summed
 from merging.methods.ties import ties_merger
 from merging.options import choice, fraction, probability
 from merging.registry import merge_method
@@ -53,4 +54,4 @@ def dare(
     values = drop_and_rescale(p, int(seed))
     if base == "ties":
         return tvs.map(ties_merger(tvs, k, agg, values))
-    return tvs.map(lambda key, taus: sum(values(t, key, x) for t, x in enumerate(taus)))
+    return tvs.map(lambda key, taus: summed([values(t, key, x) for t, x in enumerate(taus)]))

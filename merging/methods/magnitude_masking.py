@@ -3,9 +3,8 @@ Model Merging and Compression", ICML 2024 (TALL masks with top-k masks)."""
 
 from __future__ import annotations
 
-import torch
-
 from merging.masks import MaskedVector, masked_multitask
+from merging.methods.tall_masks import summed
 from merging.registry import merge_method
 from merging.selection import topk_masks
 from merging.streaming import TaskVectors
@@ -23,6 +22,6 @@ def magnitude_masking(tvs: TaskVectors, *, k: float = 0.1) -> list[MaskedVector]
     selections = topk_masks(tvs, k)
     return masked_multitask(
         tvs,
-        lambda key, taus: torch.stack(taus).sum(0),
+        lambda key, taus: summed(taus),
         lambda key, taus, mtl: [s.mask(key, x) for s, x in zip(selections, taus, strict=True)],
     )

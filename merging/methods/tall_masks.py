@@ -17,6 +17,14 @@ Tensor = torch.Tensor
 Merger = Callable[[str, list[Tensor]], Tensor]
 
 
+def summed(taus: list[Tensor]) -> Tensor:
+    """``sum_t tau_t``, accumulated in place (no (T, ...) stack)."""
+    out = taus[0].clone()
+    for x in taus[1:]:
+        out += x
+    return out
+
+
 def multitask_merger(tvs: TaskVectors, base: str, k: float, agg: str) -> Merger:
     """Per-key ``tau_MTL``: the sum of the task vectors (``base="ta"``) or the TIES vector
     with options ``k``, ``agg`` (``base="ties"``). Checks every option first."""
@@ -24,7 +32,7 @@ def multitask_merger(tvs: TaskVectors, base: str, k: float, agg: str) -> Merger:
     fraction("k", k)
     choice("agg", agg, ("mean", "sum"))
     if base == "ta":
-        return lambda key, taus: torch.stack(taus).sum(0)
+        return lambda key, taus: summed(taus)
     return ties_merger(tvs, k, agg)
 
 

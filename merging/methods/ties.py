@@ -16,15 +16,17 @@ Tensor = torch.Tensor
 
 
 def disjoint_merge(trimmed: Tensor, agg: str) -> Tensor:
-    """Elect ``s = sign(sum_t trimmed_t)`` and aggregate the entries that agree with it.
+    """Elect ``s = sign(sum_t trimmed_t)`` and aggregate the entries that agree with it
+    (``trimmed``, of shape (T, ...), is overwritten).
 
     ``agg="sum"``: ``sum_{t in A} trimmed_t``; ``agg="mean"``: that sum over ``|A|``, with
     ``A = {t : sign(trimmed_t) = s != 0}``. Entries where no task agrees are 0 (this includes
     exact-zero sums, which the reference code instead fills with the global majority sign).
     """
-    agree = trimmed * trimmed.sum(0).sign() > 0
-    total = torch.where(agree, trimmed, 0).sum(0)
-    return total if agg == "sum" else total / agree.sum(0).clamp(min=1)
+    sign = trimmed.sum(0).sign_()
+    agreeing = trimmed.mul_(sign).clamp_(min=0)  # |trimmed_t| where t agrees, else 0 (in place)
+    total = agreeing.sum(0).mul_(sign)
+    return total if agg == "sum" else total.div_(agreeing.sign_().sum(0).clamp_(min=1))
 
 
 def ties_merger(
@@ -39,10 +41,10 @@ def ties_merger(
     selections = topk_masks(tvs, k, values)
 
     def merge_key(key: str, taus: list[Tensor]) -> Tensor:
-        vs = taus if values is None else [values(t, key, x) for t, x in enumerate(taus)]
-        trimmed = torch.stack(
-            [torch.where(s.mask(key, v), v, 0) for s, v in zip(selections, vs, strict=True)]
-        )
+        trimmed = torch.empty(len(taus), *taus[0].shape, device=taus[0].device)
+        for t, (s, x) in enumerate(zip(selections, taus, strict=True)):
+            v = x if values is None else values(t, key, x)
+            torch.mul(v, s.mask(key, v), out=trimmed[t])
         return disjoint_merge(trimmed, agg)
 
     return merge_key

@@ -19,9 +19,13 @@ def orthogonalise(x: Tensor) -> Tensor:
     return p @ qh
 
 
-def merge_matrices(tvs: TaskVectors, merge_matrix: Callable[[list[Tensor]], Tensor]) -> dict:
-    """``merge_matrix`` on every 2-D float entry; other float entries (biases, norms,
-    conv kernels, class tokens) are averaged, as in the TSV and Iso authors' code."""
+def merge_matrices(
+    tvs: TaskVectors, merge_matrix: Callable[[list[Tensor]], Tensor]
+) -> dict[str, Tensor]:
+    """``merge_matrix`` on every 2-D float entry (2-D embeddings included); other float
+    entries (biases, norms, conv kernels, class tokens) are averaged, as in the TSV and Iso
+    authors' code. (That code also averages CLIP's 2-D ``text_projection``, frozen in their
+    image-encoder benchmarks, where its task vector is zero and both treatments agree.)"""
     return tvs.map(
         lambda key, taus: merge_matrix(taus) if taus[0].ndim == 2 else torch.stack(taus).mean(0)
     )
