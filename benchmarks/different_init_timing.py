@@ -5,7 +5,10 @@
 
 Arguments are Hydra overrides of ``+experiment=different_init_sandbox`` (or pass another
 ``+experiment=...`` first). Models 0 and 1 of the first setting's zoo (trained on first use)
-are merged; every step is timed ``--repeat`` times (median, seconds) and printed.
+are merged; ``--random-init`` uses two randomly initialised models instead (the cost depends
+on shapes only, so real-scale timings need no training, e.g. ``model.width=4
+benchmark.dataset.image_size=32`` for CIFAR-sized ResNet-20x4). Every step is timed
+``--repeat`` times (median, seconds) and printed.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.cnn.data import batches, sample_indices  # noqa: E402
+from evaluation.cnn.data import batches, load_data, sample_indices  # noqa: E402
 from evaluation.cnn.methods import Merger  # noqa: E402
+from evaluation.cnn.models import build_model  # noqa: E402
+from evaluation.cnn.zoo import CnnZoo  # noqa: E402
 from evaluation.files import cache_root  # noqa: E402
 from experiments.pipelines.different_init import check_zoo_config, zoos  # noqa: E402
 from experiments.run import resolve_device  # noqa: E402
@@ -47,6 +52,7 @@ def timed(fn: Callable[[], object], repeat: int, sync: Callable[[], None]) -> fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--random-init", action="store_true", help="skip training the zoo")
     args, overrides = parser.parse_known_args()
     if not any(o.startswith("+experiment=") for o in overrides):
         overrides = ["+experiment=different_init_sandbox", *overrides]
@@ -56,7 +62,13 @@ def main() -> None:
     check_zoo_config(cfg.model, cfg.benchmark)
     device = resolve_device(str(cfg.device))
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    benchmark, data, zoo = next(zoos(cfg, cache_root(cfg.get("cache_dir")), device, False))
+    if args.random_init:
+        data = load_data(OmegaConf.to_container(cfg.benchmark.dataset))
+        arch = {"arch": cfg.model.arch, "width": float(cfg.model.width)}
+        states = [build_model(arch, data.num_classes, seed=s).state_dict() for s in (0, 1)]
+        benchmark, zoo = "random init", CnnZoo(arch, data.num_classes, states, [], [])
+    else:
+        benchmark, data, zoo = next(zoos(cfg, cache_root(cfg.get("cache_dir")), device, False))
     md = cfg.benchmark.merge_data
     m = Merger(
         zoo, data, merge_samples=md.samples, batch_size=md.batch_size, seed=md.seed, device=device

@@ -16,11 +16,15 @@ available:
   scored by the pipeline's ``Evaluator``;
 * data path alone (no model): decode + resize vs reading the cache, and the one-time cost
   of building the cache.
+
+Passes are interleaved and the best of ``--repeats`` is printed (a shared machine's load
+only ever slows a pass down).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import sys
@@ -72,76 +76,83 @@ def rate(fn: Callable[[], int], repeats: int = 1) -> float:
     return count / (time.perf_counter() - start)
 
 
+@torch.no_grad()
+def model_rates(
+    device: str, data, images, labels, batch: int, workers: int, repeats: int
+) -> tuple[float, float]:
+    """Best of ``repeats`` (without cache, with cache) images/s of ViT-B/32 evaluation."""
+    import open_clip
+
+    encoder = open_clip.create_model("ViT-B-32", device=device).visual.eval()
+    head = ClassificationHead(torch.nn.functional.normalize(torch.randn(10, 512), dim=-1), 100.0)
+    state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    evaluator = Evaluator(
+        encoder, state, {"MNIST": head}, {("MNIST", "test"): (images, labels)},
+        functools.partial(normalise, mean=MEAN, std=STD), batch_size=batch, device=device,
+    )  # fmt: skip
+    evaluator.load(None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+
+    def uncached() -> int:
+        loader = torch.utils.data.DataLoader(data, batch_size=batch, num_workers=workers)
+        for x, _ in loader:
+            with autocast:
+                encoder(normalise(x.to(device), MEAN, STD))
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return len(data)
+
+    def cached() -> int:
+        evaluator.accuracy("MNIST", "test")
+        return len(labels)
+
+    cached()  # warm-up: kernels, page cache
+    rates = [(rate(uncached), rate(cached)) for _ in range(repeats)]  # interleaved: fair to both
+    return max(r[0] for r in rates), max(r[1] for r in rates)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="decoding processes (no cache)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved passes; best kept")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    import open_clip
-
     root = Path(tempfile.mkdtemp(prefix="eval_throughput_"))
-    cfg = {
-        "name": "throughput",
-        "sources": {"MNIST": str(photo_dataset(root / "data", args.images))},
-    }
-    spec, task = TASKS["MNIST"], Task("MNIST", TASKS["MNIST"].classnames, ("{}",))
-    size = 224
-    data = clip_data.split_images(cfg, spec, "test", size, root / "cache")
+    source = photo_dataset(root / "data", args.images)
+    cfg = {"name": "throughput", "sources": {"MNIST": str(source)}}
+    task, size = Task("MNIST", TASKS["MNIST"].classnames, ("{}",)), 224
+    data = clip_data.split_images(cfg, TASKS["MNIST"], "test", size, root / "cache")
+    print(
+        f"{args.images} images 500x375 -> {size}px, batch {args.batch}, {args.workers} decoding "
+        f"workers, {args.threads} torch threads, load average {os.getloadavg()[0]:.1f}"
+    )
+    start = time.perf_counter()
+    images, labels = clip_data.load_split(cfg, task, "test", root / "cache", size)
+    build = time.perf_counter() - start
+    print(f"cache build (one-time): {build:.1f} s = {args.images / build:.0f} images/s")
 
-    def decode_pass() -> int:
+    def decode() -> int:
         loader = torch.utils.data.DataLoader(data, batch_size=args.batch, num_workers=args.workers)
         return sum(len(x) for x, _ in loader)
 
-    build = time.perf_counter()
-    images, labels = clip_data.load_split(cfg, task, "test", root / "cache", size)
-    build = time.perf_counter() - build
-    print(f"{args.images} images 500x375 -> {size}px, batch {args.batch}, {args.workers} decoding "
-          f"workers, {args.threads} torch threads, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
-    print(f"cache build (one-time): {build:.1f} s = {args.images / build:.0f} images/s")
-    print(f"data only, no cache (decode + resize): {rate(decode_pass):.0f} images/s")
-    read = rate(lambda: sum(len(images[i : i + args.batch].clone())
-                            for i in range(0, len(images), args.batch)), 5)  # fmt: skip
-    print(f"data only, cache (read uint8 tensors): {read:.0f} images/s")
-
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        encoder = open_clip.create_model("ViT-B-32", device=device).visual.eval()
-        head = ClassificationHead(
-            torch.nn.functional.normalize(torch.randn(10, 512), dim=-1), 100.0
+    def read() -> int:
+        return sum(
+            len(images[i : i + args.batch].clone()) for i in range(0, len(images), args.batch)
         )
-        preprocess = lambda x: normalise(x, MEAN, STD)  # noqa: E731
-        state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-        evaluator = Evaluator(encoder, state, {"MNIST": head}, {("MNIST", "test"): (images, labels)},
-                              preprocess, batch_size=args.batch, device=device)  # fmt: skip
-        evaluator.load(None)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
 
-        @torch.no_grad()
-        def uncached_pass(device=device, encoder=encoder, autocast=autocast) -> int:
-            loader = torch.utils.data.DataLoader(
-                data, batch_size=args.batch, num_workers=args.workers
-            )
-            n = 0
-            for x, _ in loader:
-                with autocast:
-                    encoder(preprocess(x.to(device)))
-                n += len(x)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            return n
-
-        def cached_pass() -> int:
-            evaluator.accuracy("MNIST", "test")
-            return len(labels)
-
-        cached_pass()  # warm-up (kernels, page cache)
-        repeats = 3 if device == "cuda" else 1
-        with_cache, without = rate(cached_pass, repeats), rate(uncached_pass, repeats)
-        print(f"{device}: ViT-B/32 evaluation without cache {without:.1f} images/s, with cache "
-              f"{with_cache:.1f} images/s ({with_cache / without:.2f}x)")  # fmt: skip
+    print(f"data only, no cache (decode + resize): {rate(decode):.0f} images/s")
+    print(f"data only, cache (read uint8 tensors): {rate(read, 5):.0f} images/s")
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        without, with_cache = model_rates(
+            device, data, images, labels, args.batch, args.workers, args.repeats
+        )
+        print(
+            f"{device}: ViT-B/32 evaluation without cache {without:.1f} images/s, with cache "
+            f"{with_cache:.1f} images/s ({with_cache / without:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from evaluation.sandbox.zoo import load_sandbox_clip, preprocess  # noqa: E402
 from merging.registry import merge  # noqa: E402
 from merging.task_vectors import TaskVector, apply_task_vector  # noqa: E402
 
+SOURCES = ("train", "test")  # val is carved out of train
 CONFIG = Path(__file__).resolve().parents[1] / "conf" / "model" / "sandbox_clip.yaml"
 
 
@@ -60,24 +61,20 @@ def main() -> None:
 
     sizes = recipe["data"]
     timings = {}
-    t0 = time.perf_counter()
-    for name in names:
-        for split in ("train", "test"):
-            load_split(name, split, cache, **sizes)
-    timings["data"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    load_sandbox_clip([], cache, recipe, progress=False)
-    timings["pretrain"] = time.perf_counter() - t0
-    for k, name in enumerate(names):
+
+    def timed(stage, fn):
         t0 = time.perf_counter()
-        load_sandbox_clip(names[: k + 1], cache, recipe, progress=False)
-        timings[f"expert {name}"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    zoo = load_sandbox_clip(names, cache, recipe, progress=False)
-    timings["warm load"] = time.perf_counter() - t0
+        out = fn()
+        timings[stage] = time.perf_counter() - t0
+        print(f"  {stage:28s} {timings[stage]:7.1f} s", flush=True)
+        return out
+
+    timed("data", lambda: [load_split(n, s, cache, **sizes) for n in names for s in SOURCES])
+    timed("pretrain", lambda: load_sandbox_clip([], cache, recipe, progress=False))
+    for k, name in enumerate(names):
+        timed(f"expert {name}", lambda k=k: load_sandbox_clip(names[: k + 1], cache, recipe, False))
+    zoo = timed("warm load", lambda: load_sandbox_clip(names, cache, recipe, progress=False))
     build = sum(v for k, v in timings.items() if k != "warm load")
-    for stage, seconds in timings.items():
-        print(f"  {stage:28s} {seconds:7.1f} s")
     print(f"  {'cold build total':28s} {build:7.1f} s")
 
     t0 = time.perf_counter()

@@ -33,7 +33,8 @@ class Evaluator:
     ) -> None:
         self.device = torch.device(device)
         self.encoder = encoder.to(self.device).eval()
-        self.pretrained = {k: v.to(self.device) for k, v in pretrained.items()}
+        # a private copy: the encoder's parameters may share storage with ``pretrained``
+        self.pretrained = {k: v.detach().to(self.device, copy=True) for k, v in pretrained.items()}
         self.heads = {t: h.to(self.device) for t, h in heads.items()}
         self.splits = splits
         self.preprocess = preprocess

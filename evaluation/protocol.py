@@ -100,31 +100,38 @@ Scores = dict[str, float]  # task -> accuracy (%)
 
 
 class Scorer:
-    """Scores merge outputs with an :class:`Evaluator`, memoised by (method, point, alpha)."""
+    """Scores merge outputs with an :class:`Evaluator`, memoised per (method, point, alpha,
+    split, task), so nothing is evaluated twice in a run."""
 
     def __init__(self, evaluator: Evaluator, tasks: Sequence[str]) -> None:
         self.evaluator, self.tasks = evaluator, list(tasks)
         self._memo: dict[tuple[str, str, float, str], Scores] = {}
 
     def scores(
-        self, fn: str, point: Mapping[str, Any], output: Callable[[], Any], alpha: float, split: str
+        self,
+        fn: str,
+        point: Mapping[str, Any],
+        output: Callable[[], Any],
+        alpha: float,
+        split: str,
+        tasks: Sequence[str] | None = None,
     ) -> Scores:
-        """Accuracy per task of ``theta_0 + alpha * out``, ``out = output()`` (``out[t]`` for
-        task-specific methods); ``output`` is only called if the scores are not memoised."""
-        memo_key = (fn, hparams_key(point), alpha, split)
-        if memo_key in self._memo:
-            return self._memo[memo_key]
-        result: Scores = {}
-        out = output()
-        if isinstance(out, list):
-            for task, tau in zip(self.tasks, out, strict=True):
-                self.evaluator.load(tau, alpha)
-                result[task] = self.evaluator.accuracy(task, split)
-        else:
-            self.evaluator.load(out, alpha)
-            result = {task: self.evaluator.accuracy(task, split) for task in self.tasks}
-        self._memo[memo_key] = result
-        return result
+        """Accuracy on ``tasks`` (default: all) of ``theta_0 + alpha * out``, ``out = output()``
+        (``out[i]`` for the i-th task with task-specific methods); ``output`` is called only
+        if some score is not memoised yet."""
+        tasks = self.tasks if tasks is None else list(tasks)
+        memo = self._memo.setdefault((fn, hparams_key(point), alpha, split), {})
+        todo = [t for t in tasks if t not in memo]
+        if todo:
+            out = output()
+            if isinstance(out, list):
+                for task in todo:
+                    self.evaluator.load(out[self.tasks.index(task)], alpha)
+                    memo[task] = self.evaluator.accuracy(task, split)
+            else:
+                self.evaluator.load(out, alpha)
+                memo.update({task: self.evaluator.accuracy(task, split) for task in todo})
+        return {task: memo[task] for task in tasks}
 
 
 def mean(values: Sequence[float]) -> float:
@@ -191,10 +198,9 @@ def evaluate_method(
     settings: dict[str, dict[str, Any]] = {}
     for i, alpha in sorted(set(chosen.values()), key=candidates.index):
         setting = {**method.hparams, **points[i]}
-        scores = scorer.scores(method.fn, setting, lambda i=i: output(i), alpha, "test")
-        for t in tasks:
-            if chosen[t] == (i, alpha):
-                test[t], settings[t] = scores[t], {**setting, "alpha": alpha}
+        these = [t for t in tasks if chosen[t] == (i, alpha)]
+        test.update(scorer.scores(method.fn, setting, lambda i=i: output(i), alpha, "test", these))
+        settings.update({t: {**setting, "alpha": alpha} for t in these})
     norm = normalised("test", test)
     for t in tasks:
         rows += _rows(

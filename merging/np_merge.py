@@ -103,7 +103,8 @@ def np_merge(
     delta = {k: state_a[k].detach().to(device) - base[k] for k in keys}
     logits = {k: torch.full_like(base[k], float(init), requires_grad=True) for k in keys}
     others = {k: _average(state_a[k], state_b[k]) for k in state_a if k not in logits}
-    buffers = {k: v.to(device).clone() for k, v in others.items() if k in model.state_dict()}
+    model_keys = set(model.state_dict())
+    buffers = {k: v.to(device).clone() for k, v in others.items() if k in model_keys}
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     opt = opt_cls[optimizer](list(logits.values()), lr=lr, weight_decay=weight_decay)
     data = _cycle(batches)

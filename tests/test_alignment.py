@@ -212,6 +212,19 @@ def test_activation_matching_recovers_a_random_permutation(cls, spec, points, sh
     assert all(torch.equal(aligned[k], model_a.state_dict()[k]) for k in aligned)
 
 
+def test_a_group_can_be_read_at_several_points():
+    model_a = _model(TinyResNet, 0)
+    model_b, _ = _permuted_copy(model_a, RES_SPEC, seed=8)
+    batches = [_inputs((3, 8, 8), 16)]
+    points = {**RES_POINTS, "r1": ["relu0", "relu2"]}
+    acts = collect_activations(model_a, batches, points)
+    assert acts["r1"].shape == (2 * 16 * 8 * 8, 6)
+    stats = pair_statistics(model_a, model_b, batches, points)
+    assert stats["r1"].count == 2 * stats["b1"].count
+    aligned = permute_state(RES_SPEC, model_b.state_dict(), activation_matching(stats=stats))
+    assert all(torch.equal(aligned[k], model_a.state_dict()[k]) for k in aligned)
+
+
 def test_pair_stats_match_torch_statistics():
     a, b = torch.randn(50, 3), torch.randn(50, 3)
     stats = PairStats()

@@ -8,10 +8,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from evaluation.cnn.data import sandbox_data
+from evaluation.cnn.methods import Merger, aligned_average, direct_average
+from evaluation.cnn.models import build_model
+from evaluation.cnn.zoo import CnnZoo
 from evaluation.results import COLUMNS, rows_frame
 from experiments.context import RunContext
 from experiments.loggers import NullLogger
 from experiments.pipelines import different_init
+from merging.alignment import permute_state, random_permutations
 from tests.test_cnn_data import write_cifar_standin
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -127,3 +132,20 @@ def test_wrong_family_is_explained():
         different_init.validate(
             composed("+experiment=different_init_sandbox", "method=task_arithmetic")
         )
+
+
+@pytest.mark.parametrize("alignment", ["weight_matching", "activation_matching", "zipit", "cca"])
+def test_alignment_undoes_a_random_permutation(alignment):
+    """Merging a model with a randomly permuted copy of itself gives the model back."""
+    data = sandbox_data("sb", 5, 8, 64, 32, seed=0)
+    arch = {"arch": "resnet20", "width": 0.25}
+    state = build_model(arch, data.num_classes, seed=0).state_dict()
+    zoo = CnnZoo(arch, data.num_classes, [state], [], [])
+    merger = Merger(zoo, data, merge_samples=64, batch_size=32)
+    perms = random_permutations(merger.spec, state, torch.Generator().manual_seed(1))
+    zoo.states.append(permute_state(merger.spec, state, perms))
+    expected = merger.logits(merger.reset_batchnorm(state))
+    ((_, merged),) = aligned_average(merger, [0, 1], alignment=alignment)
+    ((_, averaged),) = direct_average(merger, [0, 1])
+    torch.testing.assert_close(merged, expected, rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(averaged, expected, rtol=1e-3, atol=1e-3)

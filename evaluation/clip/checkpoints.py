@@ -4,9 +4,9 @@ Safety: ``.safetensors`` files are read with safetensors; anything else with
 ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers. A file
 that can only be unpickled (a pickled ``nn.Module``, as the Task Arithmetic and TALL masks
 code can write) runs code from the file when loaded, so it is refused unless the caller
-opts in (``allow_pickle``, config ``model.allow_pickle=true``); classes of the authors'
-repositories that are not importable here are then rebuilt as plain modules, which is
-enough to read their ``state_dict()``.
+opts in (``allow_pickle``, config ``model.allow_pickle=true``); classes that are not
+importable here (the authors' ``src.*`` package, older open_clip versions) are then rebuilt
+as plain modules, which is enough to read their ``state_dict()``.
 
 Key spaces. open_clip's ``VisionTransformer`` (the target): ``conv1.weight``,
 ``class_embedding``, ``positional_embedding``, ``ln_pre.*``,
@@ -39,8 +39,9 @@ class CheckpointError(ValueError):
 
 # --- reading -------------------------------------------------------------------------------
 class _AnyModule(nn.Module):
-    """Stand-in for a pickled module class that is not importable here (e.g. the authors'
-    ``src.models.modeling.ImageEncoder``): unpickling restores its parameters and children."""
+    """Stand-in for a pickled class that is not importable here (the authors'
+    ``src.models.modeling.ImageEncoder``, classes of older open_clip versions): unpickling
+    restores its attributes, parameters and children, enough for ``state_dict()``."""
 
 
 class _Unpickler(pickle.Unpickler):
@@ -48,9 +49,7 @@ class _Unpickler(pickle.Unpickler):
         try:
             return super().find_class(module, name)
         except (ImportError, AttributeError):
-            if module.split(".")[0] == "src":  # the authors' own package
-                return _AnyModule
-            raise
+            return _AnyModule
 
 
 _pickle_module = type(sys)("_mergelab_pickle")

@@ -162,6 +162,11 @@ def _open_hub(source: str, spec: TaskSpec, split: str, revision: str | None) -> 
         return saved[split]
     if (path / split / "state.json").exists():
         return datasets.load_from_disk(str(path / split))
+    if (path / "state.json").exists():
+        raise ValueError(
+            "it is a single saved Dataset: save a DatasetDict with its splits, or one "
+            "Dataset per split in <path>/<split>"
+        )
     return datasets.load_dataset(str(path), spec.config, split=split)
 
 
@@ -170,17 +175,17 @@ def open_rows(cfg: Mapping[str, Any], spec: TaskSpec, hub_split: str, cache_dir:
     source = dataset_source(cfg, spec)
     revision = (cfg.get("revisions") or {}).get(spec.name)
     where = f"task {spec.name}: dataset {source!r} split {hub_split!r}"
-    if source == EMNIST_DIGITS:
-        return _EMNISTRows(hub_split == spec.train_split, cache_root(cache_dir) / "torchvision")
     try:
+        if source == EMNIST_DIGITS:  # torchvision downloads it from NIST once
+            return _EMNISTRows(hub_split == spec.train_split, cache_root(cache_dir) / "torchvision")
         dataset = _open_hub(source, spec, hub_split, revision)
     except Exception as err:  # name the task, source and the way out, keep the cause
         hint = (
             ""
             if Path(source).expanduser().exists()
-            else " Reading it needs the Hugging Face hub (or HF_DATASETS_OFFLINE=1 with the "
-            "dataset in the datasets cache); a local copy works too: "
-            f"benchmark.sources.{spec.name}=<path> or benchmark.data_root=<dir>."
+            else " Reading it needs network access the first time (or, for the hub, "
+            "HF_DATASETS_OFFLINE=1 with the dataset in the datasets cache); a local copy works "
+            f"too: benchmark.sources.{spec.name}=<path> or benchmark.data_root=<dir>."
         )
         raise RuntimeError(f"{where}: cannot load it ({type(err).__name__}: {err}).{hint}") from err
     return _HubRows(dataset, spec, where)

@@ -3,8 +3,9 @@ image encoder per task, from one of two expert families (``model.experts``):
 
 * ``tall_masks``: the TALL masks paper's checkpoints (Wang et al., ICML 2024), hub repo
   ``nik-dim/tall_masks`` (``model.tall_masks.repo``), file
-  ``<arch>/<Task>Val/nonlinear_finetuned.{safetensors,pt}``; theta_0 is open_clip's
-  ``pretrained`` weights, the model the authors fine-tuned from.
+  ``<arch>/<Task>Val/nonlinear_finetuned.{safetensors,pt}`` (``folder`` and ``files`` are
+  configurable); theta_0 is open_clip's ``pretrained`` weights, which the authors
+  fine-tuned from.
 * ``hf_transformers``: transformers CLIP vision experts ``<owner>/<name>_<task slug>``
   (``tanganke/clip-vit-base-patch32_sun397``, ...) fine-tuned from ``<base_owner>/<name>``
   (``openai/clip-vit-base-patch32``), mapped into open_clip's key space; theta_0 is that
@@ -53,6 +54,7 @@ HF_NAMES = {  # open_clip architecture -> transformers model name
     "ViT-B-16": "clip-vit-base-patch16",
     "ViT-L-14": "clip-vit-large-patch14",
 }
+TALL_FOLDER = "{arch}/{task}Val"
 TALL_FILES = ("nonlinear_finetuned.safetensors", "nonlinear_finetuned.pt")
 HF_FILES = ("model.safetensors", "pytorch_model.bin")
 EXPERT_CACHE_VERSION = 1
@@ -124,9 +126,11 @@ def _location(cfg: Mapping[str, Any], family: str, task: str) -> tuple[str, tupl
     options = dict(cfg.get(family) or {})
     override = (cfg.get("expert_sources") or {}).get(task) if task else None
     if family == "tall_masks":
-        files = tuple(f"{arch}/{task}Val/{name}" for name in TALL_FILES)
+        names = tuple(options.get("files") or TALL_FILES)
         if override:
-            return str(override), TALL_FILES, options.get("revision")
+            return str(override), names, options.get("revision")
+        folder = str(options.get("folder") or TALL_FOLDER).format(arch=arch, task=task)
+        files = tuple(f"{folder}/{name}" for name in names)
         return str(options.get("repo", "nik-dim/tall_masks")), files, options.get("revision")
     name = options.get("name") or HF_NAMES.get(arch)
     if not name:

@@ -1,0 +1,1 @@
+"""CNNs trained from different initialisations: models, data, training, zoo, methods."""

@@ -76,10 +76,13 @@ def train_model(
     )
     steps_per_epoch = -(-len(indices) // recipe.batch_size)
     total, warmup = recipe.epochs * steps_per_epoch, recipe.warmup_epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(total - warmup, 1)),
-    )
+
+    def factor(step: int) -> float:  # linear warm-up, then linear decay to 0
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(total - warmup, 1))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     for _ in range(recipe.epochs):
         for x, y in batches(data, "train", indices, recipe.batch_size, generator=generator,

@@ -37,9 +37,9 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of ``tensors``, in key order."""
     h = hashlib.sha256()
     for key in sorted(tensors):
-        t = tensors[key].contiguous()
+        t = tensors[key].detach()
         h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

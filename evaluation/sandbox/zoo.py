@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from evaluation.files import atomic_path, atomic_write_text, cache_root
 from evaluation.heads import zeroshot_head
-from evaluation.sandbox.data import DATA_VERSION, load_split, stable_seed
+from evaluation.sandbox.data import DATA_VERSION, load_split, stable_seed, tensor_digest
 from evaluation.sandbox.tasks import IMAGE_SIZE, TASKS, Task, get_task
 from evaluation.zoo import ClipZoo
 
@@ -268,7 +268,7 @@ def pretrain(model: CLIP, tokenizer: SimpleTokenizer, recipe: Recipe, progress: 
     images, classes, offset = [], [], 0
     for task in tqdm(TASKS, desc="sandbox_clip pretraining data", disable=not progress):
         x, y = task.sample(p.samples_per_task, stable_seed("pretrain", task.name, recipe.seed))
-        images.append(preprocess(torch.from_numpy(x)))
+        images.append(torch.from_numpy(x))
         classes.append(torch.from_numpy(y) + offset)
         offset += len(task.classnames)
     x, cls = torch.cat(images), torch.cat(classes)
@@ -278,7 +278,7 @@ def pretrain(model: CLIP, tokenizer: SimpleTokenizer, recipe: Recipe, progress: 
     def loss_fn(idx: Tensor) -> Tensor:
         c = cls[idx]
         pick = (torch.rand(len(idx), generator=gen) * count[c]).long()
-        img = F.normalize(model.encode_image(x[idx]), dim=-1)
+        img = F.normalize(model.encode_image(preprocess(x[idx])), dim=-1)
         txt = F.normalize(model.encode_text(tokens[first[c] + pick]), dim=-1)
         logits = model.logit_scale.exp() * img @ txt.T
         same = (c[:, None] == c[None, :]).float()
@@ -307,15 +307,14 @@ def finetune(
 ) -> dict[str, Tensor]:
     """State of ``model.visual`` fine-tuned on ``task``'s train split, zero-shot head frozen."""
     images, labels = load_split(task.name, "train", cache_dir, **dataclasses.asdict(recipe.data))
-    x = preprocess(images)
     head = zeroshot_head(model, tokenizer, task.classnames, task.templates)
     visual = copy.deepcopy(model.visual).train()
 
     def loss_fn(idx: Tensor) -> Tensor:
-        return F.cross_entropy(head(visual(x[idx])), labels[idx])
+        return F.cross_entropy(head(visual(preprocess(images[idx]))), labels[idx])
 
     _optimise(
-        list(visual.parameters()), recipe.finetune, len(x), loss_fn,
+        list(visual.parameters()), recipe.finetune, len(labels), loss_fn,
         stable_seed("finetune", task.name, recipe.seed), f"sandbox_clip expert {task.name}",
         progress,
     )  # fmt: skip
@@ -423,9 +422,11 @@ class _Store:
         atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
 
 
+_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
+
+
 def _safetensors_dtype(dtype: torch.dtype) -> str:
-    return {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-            torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}[dtype]  # fmt: skip
+    return _DTYPES.get(dtype, str(dtype))
 
 
 @contextlib.contextmanager
@@ -464,7 +465,7 @@ def load_sandbox_clip(
             store.save("pretrained.safetensors", model.state_dict(), meta)
         model.load_state_dict(load_file(root / "pretrained.safetensors"))
         model.eval()
-        meta = {**meta, "pretrained": store.files["pretrained.safetensors"]}
+        meta = {**meta, "pretrained": tensor_digest(model.state_dict())}
         experts = {}
         for task in tasks:
             name = f"experts/{task.name}.safetensors"

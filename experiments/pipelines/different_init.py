@@ -196,6 +196,7 @@ def table(frame: pd.DataFrame) -> pd.DataFrame:
         index=["row", "models"], columns="column", values="value", aggfunc="mean", sort=False
     )
     out = out.reindex(columns=list(dict.fromkeys(test.column))).reset_index(level="models")
+    out["models"] = out["models"].astype(object)  # stays an integer when rendered row-wise
     out.index.name = "method"
     out.columns.name = None
     return out

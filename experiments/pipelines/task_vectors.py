@@ -16,7 +16,8 @@ from evaluation.benchmarks import benchmark_tasks, load_split
 from evaluation.evaluate import Evaluator
 from evaluation.heads import cached_zeroshot_head
 from evaluation.protocol import MethodConfig, Scorer, evaluate_method
-from evaluation.results import AVERAGE, Row
+from evaluation.results import AVERAGE, Row, hparams_key
+from evaluation.storage import clip_param_counts, storage_bits
 from evaluation.zoo import ZOO_LOADERS, load_zoo
 from experiments.context import RunContext
 from merging import TaskVector, merge
@@ -45,6 +46,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> list[Row]:
     tasks = benchmark_tasks(cfg.benchmark)
     names = [t.name for t in tasks]
     zoo = load_zoo(cfg.model, names, ctx.cache_dir, ctx.progress)
+    zoo.model.to(ctx.device)  # text tower too: heads are encoded on the device
     heads = {
         t.name: cached_zeroshot_head(
             zoo.model, zoo.tokenizer, t.classnames, t.templates, ctx.cache_dir, zoo.name
@@ -72,6 +74,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> list[Row]:
         for split in ("val", "test")
     }
     make_row = functools.partial(Row, ctx.name, cfg.benchmark.name, cfg.model.name)
+    param_counts = clip_param_counts(zoo.model)
     total = sum(len(m.grid()) * len(m.alphas) for m in methods)
     rows: list[Row] = []
     with tqdm(total=total, desc="methods x grid", disable=not ctx.progress) as bar:
@@ -79,6 +82,17 @@ def run(cfg: DictConfig, ctx: RunContext) -> list[Row]:
             bar.set_postfix_str(method.label)
             method_rows = evaluate_method(
                 method, taus, scorer, expert, make_row, device=ctx.device, on_point=bar.update
+            )
+            bits = storage_bits(method.fn, method.hparams, len(names), *param_counts)
+            method_rows.append(
+                make_row(
+                    method.label,
+                    hparams_key(method.hparams),
+                    AVERAGE,
+                    "test",
+                    "storage_gbit",
+                    bits / 1e9,
+                )
             )
             _log(ctx, method, method_rows)
             rows += method_rows

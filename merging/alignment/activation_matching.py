@@ -7,8 +7,7 @@ concatenated features ``[f_A, f_B]`` of each group, so activations can be stream
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -118,56 +117,67 @@ def _rows(out: torch.Tensor) -> torch.Tensor:
     return out.detach().movedim(1, -1).reshape(-1, out.shape[1])
 
 
-@contextmanager
-def _hooks(
-    model: nn.Module, points: Mapping[str, str], sink: Callable[[str, torch.Tensor], None]
-) -> Iterator[None]:
+Points = Mapping[str, str | Sequence[str]]
+
+
+def _point_lists(points: Points) -> dict[str, list[str]]:
+    """``{group: [module name, ...]}`` from one name or a list of names per group."""
+    out = {g: [names] if isinstance(names, str) else list(names) for g, names in points.items()}
+    empty = [g for g, names in out.items() if not names]
+    if empty:
+        raise ValueError(f"activation points of groups {empty} name no module")
+    return out
+
+
+def _forward(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """``{module name: rows}`` of one forward pass of ``x`` (no gradient)."""
     modules = dict(model.named_modules())
-    missing = {g: name for g, name in points.items() if name not in modules}
+    missing = [name for name in names if name not in modules]
     if missing:
         raise KeyError(f"activation points name no module of the model: {missing}")
-    handles = [
-        modules[name].register_forward_hook(lambda m, i, out, g=g: sink(g, _rows(out)))
-        for g, name in points.items()
-    ]
+    acts: dict[str, torch.Tensor] = {}
+
+    def hook(name: str) -> Callable:
+        def keep(module: nn.Module, inputs: object, out: torch.Tensor) -> None:
+            if name in acts:
+                raise RuntimeError(f"activation point {name!r} ran twice in one forward pass")
+            acts[name] = _rows(out)
+
+        return keep
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in names]
     try:
-        yield
+        with torch.no_grad():
+            model(x.to(model_device(model)))
     finally:
         for h in handles:
             h.remove()
-
-
-def _forward(
-    model: nn.Module, x: torch.Tensor, points: Mapping[str, str]
-) -> dict[str, torch.Tensor]:
-    acts: dict[str, torch.Tensor] = {}
-
-    def sink(g: str, rows: torch.Tensor) -> None:
-        if g in acts:
-            raise RuntimeError(f"activation point {points[g]!r} (group {g!r}) ran twice per input")
-        acts[g] = rows
-
-    with _hooks(model, points, sink), torch.no_grad():
-        model(x.to(model_device(model)))
-    missing = [g for g in points if g not in acts]
+    missing = [name for name in names if name not in acts]
     if missing:
-        raise RuntimeError(f"activation points of groups {missing} were not reached by forward")
+        raise RuntimeError(f"activation points {missing} were not reached by the forward pass")
     return acts
 
 
+def _all_names(points: dict[str, list[str]]) -> list[str]:
+    return list(dict.fromkeys(name for names in points.values() for name in names))
+
+
 def collect_activations(
-    model: nn.Module, batches: Batches, points: Mapping[str, str], num_batches: int | None = None
+    model: nn.Module, batches: Batches, points: Points, num_batches: int | None = None
 ) -> dict[str, torch.Tensor]:
     """``{group: (N * spatial, C)}`` outputs of the modules ``points[group]`` (eval mode).
 
     ``points`` maps each group to the name (as in ``named_modules``) of the module whose output,
-    channels on axis 1, carries the group's features, e.g. the ReLU after a conv/BN pair.
+    channels on axis 1, carries the group's features, e.g. the ReLU after a conv/BN pair; or to
+    a list of names (e.g. every block writing to one residual stream), whose rows are stacked.
     """
+    points = _point_lists(points)
     chunks: dict[str, list[torch.Tensor]] = {g: [] for g in points}
     with eval_mode(model):
         for x in iter_inputs(batches, num_batches):
-            for g, rows in _forward(model, x, points).items():
-                chunks[g].append(rows)
+            acts = _forward(model, x, _all_names(points))
+            for g, names in points.items():
+                chunks[g].extend(acts[name] for name in names)
     if not any(chunks.values()):
         raise ValueError("collect_activations: `batches` yielded no data")
     return {g: torch.cat(c) for g, c in chunks.items()}
@@ -177,20 +187,23 @@ def pair_statistics(
     model_a: nn.Module,
     model_b: nn.Module,
     batches: Batches,
-    points: Mapping[str, str],
+    points: Points,
     num_batches: int | None = None,
 ) -> dict[str, PairStats]:
-    """Stream A's and B's activations at ``points`` (``{group: module name}``) into PairStats.
+    """Stream A's and B's activations at ``points`` into PairStats, one per group.
 
-    Both models run in eval mode on the same inputs (``batches`` yields ``x`` or
-    ``(x, y, ...)``); module outputs are read as in ``collect_activations``.
+    ``points`` as in ``collect_activations``. Both models run in eval mode on the same inputs
+    (``batches`` yields ``x`` or ``(x, y, ...)``).
     """
+    points = _point_lists(points)
+    names = _all_names(points)
     stats = {g: PairStats() for g in points}
     with eval_mode(model_a), eval_mode(model_b):
         for x in iter_inputs(batches, num_batches):
-            acts_a, acts_b = _forward(model_a, x, points), _forward(model_b, x, points)
-            for g in points:
-                stats[g].update(acts_a[g], acts_b[g])
+            acts_a, acts_b = _forward(model_a, x, names), _forward(model_b, x, names)
+            for g, group_names in points.items():
+                for name in group_names:
+                    stats[g].update(acts_a[name], acts_b[name])
     if not stats or next(iter(stats.values())).count == 0:
         raise ValueError("pair_statistics: `batches` yielded no data")
     return stats
