@@ -153,6 +153,7 @@ def evaluate_method(
     method is the experts themselves (normalised accuracy 100 by definition).
     """
     tasks = scorer.tasks
+    points = method.grid()
     outputs: dict[int, Any] = {}
 
     def output(i: int):
@@ -163,90 +164,53 @@ def evaluate_method(
             )
         return outputs[i]
 
-    def normalised(split: str, scores: Scores) -> Scores:
+    def rows_for(setting: Mapping[str, Any], split: str, scores: Scores) -> list[Row]:
+        """Accuracy and normalised accuracy rows of ``scores``, plus their averages when
+        ``scores`` covers every task."""
         ref = expert[split] if expert is not None else scores
-        return {t: 100.0 * scores[t] / ref[t] if ref[t] else 0.0 for t in tasks}
+        norm = {t: 100.0 * v / ref[t] if ref[t] else 0.0 for t, v in scores.items()}
+        key = hparams_key(setting)
+        complete = len(scores) == len(tasks)
+        return [
+            make_row(method.label, key, task, split, metric, value)
+            for metric, values in (("accuracy", scores), ("normalized_accuracy", norm))
+            for task, value in [
+                *values.items(),
+                *[(AVERAGE, mean(list(values.values())))] * complete,
+            ]
+        ]
 
-    points = method.grid()
     val: dict[tuple[int, float], Scores] = {}
     rows: list[Row] = []
     for i, point in enumerate(points):
+        setting = {**method.hparams, **point}
         for alpha in method.alphas:
-            scores = scorer.scores(
-                method.fn, {**method.hparams, **point}, lambda i=i: output(i), alpha, "val"
-            )
-            val[i, alpha] = scores
-            rows += _rows(
-                make_row,
-                method,
-                {**method.hparams, **point, "alpha": alpha},
-                "val",
-                scores,
-                normalised("val", scores),
-            )
+            val[i, alpha] = scorer.scores(method.fn, setting, lambda i=i: output(i), alpha, "val")
+            rows += rows_for({**setting, "alpha": alpha}, "val", val[i, alpha])
             if on_point:
                 on_point()
 
+    def average_normalised(scores: Scores) -> float:
+        return mean([v / expert["val"][t] if expert else 1.0 for t, v in scores.items()])
+
     candidates = list(val)  # grid order: ties go to the first point
     if method.select == "joint":
-        best = max(candidates, key=lambda c: mean(list(normalised("val", val[c]).values())))
+        best = max(candidates, key=lambda c: average_normalised(val[c]))
         chosen = {t: best for t in tasks}
     else:
         chosen = {t: max(candidates, key=lambda c, t=t: val[c][t]) for t in tasks}
 
     test: Scores = {}
-    settings: dict[str, dict[str, Any]] = {}
     for i, alpha in sorted(set(chosen.values()), key=candidates.index):
-        setting = {**method.hparams, **points[i]}
+        setting = {**method.hparams, **points[i], "alpha": alpha}
         these = [t for t in tasks if chosen[t] == (i, alpha)]
-        test.update(scorer.scores(method.fn, setting, lambda i=i: output(i), alpha, "test", these))
-        settings.update({t: {**setting, "alpha": alpha} for t in these})
-    norm = normalised("test", test)
-    for t in tasks:
-        rows += _rows(
-            make_row, method, settings[t], "test", {t: test[t]}, {t: norm[t]}, average=False
-        )
-    summary = (
-        settings[tasks[0]]
-        if method.select == "joint"
-        else {**method.hparams, **{k: "per_task" for k in [*method.search, "alpha"]}}
-    )
-    rows.append(
-        make_row(
-            method.label,
-            hparams_key(summary),
-            AVERAGE,
-            "test",
-            "accuracy",
-            mean([test[t] for t in tasks]),
-        )
-    )
-    rows.append(
-        make_row(
-            method.label,
-            hparams_key(summary),
-            AVERAGE,
-            "test",
-            "normalized_accuracy",
-            mean([norm[t] for t in tasks]),
-        )
-    )
-    return rows
-
-
-def _rows(make_row, method, setting, split, scores, norm, average=True) -> list[Row]:
-    key = hparams_key(setting)
-    rows = [make_row(method.label, key, t, split, "accuracy", v) for t, v in scores.items()]
-    rows += [
-        make_row(method.label, key, t, split, "normalized_accuracy", v) for t, v in norm.items()
-    ]
-    if average:
-        rows.append(
-            make_row(method.label, key, AVERAGE, split, "accuracy", mean(list(scores.values())))
-        )
-        rows.append(
-            make_row(
-                method.label, key, AVERAGE, split, "normalized_accuracy", mean(list(norm.values()))
-            )
-        )
+        scores = scorer.scores(method.fn, setting, lambda i=i: output(i), alpha, "test", these)
+        test.update(scores)
+        rows += [r for r in rows_for(setting, "test", scores) if r.task != AVERAGE]
+    if method.select == "joint":
+        i, alpha = chosen[tasks[0]]
+        summary = {**method.hparams, **points[i], "alpha": alpha}
+    else:
+        summary = {**method.hparams, **{k: "per_task" for k in [*method.search, "alpha"]}}
+    rows += [r for r in rows_for(summary, "test", test) if r.task == AVERAGE]
     return rows
