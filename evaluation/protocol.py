@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from evaluation.evaluate import Evaluator
 from evaluation.results import AVERAGE, Row, hparams_key
 from merging import merge, method_spec
@@ -86,6 +88,17 @@ class MethodConfig:
             select=select,
             alphas=alphas,
         )
+
+    def check_options(self, num_tasks: int) -> None:
+        """Merge tiny random task vectors at every search point, so that out-of-range
+        options fail (naming the option) before any long computation."""
+        generator = torch.Generator().manual_seed(0)
+        taus = [{"w": torch.randn(4, 3, generator=generator)} for _ in range(max(num_tasks, 2))]
+        for point in self.grid():
+            try:
+                merge(self.fn, taus, **self.hparams, **point)
+            except (ValueError, TypeError, KeyError) as err:
+                raise ValueError(f"method config {self.key!r}: {err}") from None
 
     def grid(self) -> list[dict[str, Any]]:
         """The search points in order (one empty point if nothing is searched)."""

@@ -14,7 +14,7 @@ and the same inputs always give the same selection.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,39 +85,45 @@ def topk_masks(tvs: TaskVectors, k: float, values: Values | None = None) -> list
     k = fraction("k", k)
     num_tasks, keys = len(tvs), tvs.float_keys
 
-    def bits(key: str, checked: bool) -> Iterator[tuple[int, Tensor]]:
-        for t in range(num_tasks):
-            x = tvs.task(t, key) if checked else tvs.raw(t, key).to(tvs.device, torch.float32)
-            yield t, magnitude_bits(x if values is None else values(t, key, x)).flatten()
+    def bits(t: int, key: str, checked: bool) -> Tensor:
+        x = tvs.task(t, key) if checked else tvs.raw(t, key).to(tvs.device, torch.float32)
+        return magnitude_bits(x if values is None else values(t, key, x)).flatten()
 
     hi = torch.zeros(num_tasks, _HI_BINS, dtype=torch.int64, device=tvs.device)
     total = 0
-    for key in keys:
-        for t, b in bits(key, checked=True):
+    for key in keys:  # key by key: bad input is found at its first key, in every task
+        for t in range(num_tasks):
+            b = bits(t, key, checked=True)
             hi[t] += torch.bincount(b >> 16, minlength=_HI_BINS)
         total += b.numel()
     n = kept_count(k, total)
     if n == total:  # keep everything (also when there is nothing to keep)
         return [TopK(-1, {}, {}, n, total) for _ in range(num_tasks)]
+    return [_resolve(t, hi[t], n, total, bits, keys) for t in range(num_tasks)]
 
-    top = [_top_bin(hi[t], n) for t in range(num_tasks)]
-    lo = torch.zeros(num_tasks, _LO_BINS, dtype=torch.int64, device=tvs.device)
-    candidates: list[dict[str, tuple[Tensor, Tensor]]] = [{} for _ in range(num_tasks)]
+
+def _resolve(
+    t: int, hi: Tensor, n: int, total: int, bits: Callable[..., Tensor], keys: list[str]
+) -> TopK:
+    """Second pass over task ``t``: the low 16 bits of the threshold and the tie quotas.
+
+    Task by task, so the small per-key candidate counts are freed before the next task
+    (interleaved with the large temporaries of many tasks they fragment the heap).
+    """
+    top_bin, in_bin = _top_bin(hi, n)
+    lo = torch.zeros(_LO_BINS, dtype=torch.int64, device=hi.device)
+    candidates: dict[str, tuple[Tensor, Tensor]] = {}
     for key in keys:
-        for t, b in bits(key, checked=False):
-            low = b[(b >> 16) == top[t][0]] & 0xFFFF
-            if low.numel():
-                u, c = torch.unique(low, return_counts=True)
-                lo[t].index_add_(0, u.long(), c)
-                candidates[t][key] = (u, c)
-
-    out = []
-    for t in range(num_tasks):
-        low_bin, tied_needed = _top_bin(lo[t], top[t][1])
-        quotas, ties = {}, {}
-        for key, (u, c) in candidates[t].items():
-            ties[key] = int(c[u == low_bin].sum())
-            quotas[key] = min(ties[key], tied_needed)
-            tied_needed -= quotas[key]
-        out.append(TopK((top[t][0] << 16) | low_bin, quotas, ties, n, total))
-    return out
+        b = bits(t, key, checked=False)
+        low = b[(b >> 16) == top_bin] & 0xFFFF
+        if low.numel():
+            u, c = torch.unique(low, return_counts=True)
+            lo.index_add_(0, u.long(), c)
+            candidates[key] = (u, c)
+    low_bin, tied_needed = _top_bin(lo, in_bin)
+    quotas, ties = {}, {}
+    for key, (u, c) in candidates.items():
+        ties[key] = int(c[u == low_bin].sum())
+        quotas[key] = min(ties[key], tied_needed)
+        tied_needed -= quotas[key]
+    return TopK((top_bin << 16) | low_bin, quotas, ties, n, total)

@@ -38,20 +38,23 @@ class Task:
         return d.to_uint8(self.draw(rng, labels, size)), labels
 
 
-def _place(rng: d.Rng, extent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Random centres keeping an object of half-size ``extent`` inside the canvas."""
-    free = np.maximum(0.95 - extent, 0.0)
+def _place(
+    rng: d.Rng, extent: np.ndarray, spread: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random centres, at most ``spread`` from the middle, keeping an object of half-size
+    ``extent`` inside the canvas."""
+    free = np.clip(0.95 - extent, 0.0, spread)
     n = len(extent)
     return rng.uniform(-1, 1, n) * free, rng.uniform(-1, 1, n) * free
 
 
 def _object_scene(
-    rng: d.Rng, size: int, scale: np.ndarray
+    rng: d.Rng, size: int, scale: np.ndarray, spread: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Local frame (u, v, px) of one randomly placed, slightly rotated object per image,
     and a contrasting (background image, foreground colour) pair."""
     n = len(scale)
-    cx, cy = _place(rng, scale)
+    cx, cy = _place(rng, scale, spread)
     u, v, px = d.local(size, cx, cy, scale, rng.uniform(-0.3, 0.3, n))
     bg, fg = d.contrasting_colours(rng, n)
     return u, v, px, (d.background(rng, bg, size), fg)
@@ -63,9 +66,9 @@ def _glyph_task(texts: list[str], angle: float = 0.25) -> Draw:
 
     def draw(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
         n = len(labels)
-        scale = rng.uniform(0.5, 0.85, n) * min(1.0, 0.9 / aspect)
-        free_x = np.maximum(0.95 - scale * aspect, 0)
-        free_y = np.maximum(0.95 - scale, 0)
+        scale = rng.uniform(0.6, 0.9, n) * min(1.0, 0.9 / aspect)
+        free_x = np.clip(0.95 - scale * aspect, 0, 0.25)
+        free_y = np.clip(0.95 - scale, 0, 0.25)
         cx, cy = rng.uniform(-1, 1, n) * free_x, rng.uniform(-1, 1, n) * free_y
         u, v, px = d.local(size, cx, cy, scale, rng.uniform(-angle, angle, n))
         bg, fg = d.contrasting_colours(rng, n)
@@ -76,8 +79,8 @@ def _glyph_task(texts: list[str], angle: float = 0.25) -> Draw:
 
 
 def _shapes(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
-    scale = rng.uniform(0.35, 0.8, len(labels))
-    u, v, px, (img, fg) = _object_scene(rng, size, scale)
+    scale = rng.uniform(0.45, 0.85, len(labels))
+    u, v, px, (img, fg) = _object_scene(rng, size, scale, spread=0.35)
     return d.finish(rng, d.paint(img, d.coverage(d.random_shapes(u, v, labels), px), fg))
 
 

@@ -37,8 +37,9 @@ def validate(cfg: DictConfig) -> None:
             f"model {cfg.model.get('name')!r}: unknown zoo loader {cfg.model.get('loader')!r}; "
             f"valid: {', '.join(ZOO_LOADERS)}"
         )
-    benchmark_tasks(cfg.benchmark)
-    method_configs(cfg)
+    num_tasks = len(benchmark_tasks(cfg.benchmark))
+    for method in method_configs(cfg):
+        method.check_options(num_tasks)
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> list[Row]:
