@@ -42,7 +42,7 @@ class TaskVectors:
                     raise KeyError(f"task vector {t} lacks key {missing[0]!r} (task 0 has it)")
                 extra = sorted(other - key_set)
                 raise KeyError(f"task vector {t} has key {extra[0]!r} that task 0 lacks")
-        self._float: dict[str, bool] = {}
+        self._meta: dict[str, tuple[torch.Size, torch.dtype]] = {}
 
     def __len__(self) -> int:
         return len(self._tvs)
@@ -51,11 +51,16 @@ class TaskVectors:
         """Task ``t``'s tensor at ``key`` as stored (no cast, no move)."""
         return self._tvs[t][key]
 
+    def meta(self, key: str) -> tuple[torch.Size, torch.dtype]:
+        """Shape and dtype of task 0's tensor at ``key`` (read once, then remembered)."""
+        if key not in self._meta:
+            x = self.raw(0, key)
+            self._meta[key] = (x.shape, x.dtype)
+        return self._meta[key]
+
     def is_float(self, key: str) -> bool:
         """Whether ``key`` holds floating-point values (and is therefore merged)."""
-        if key not in self._float:
-            self._float[key] = torch.is_floating_point(self.raw(0, key))
-        return self._float[key]
+        return self.meta(key)[1].is_floating_point
 
     @property
     def float_keys(self) -> list[str]:
@@ -64,17 +69,17 @@ class TaskVectors:
     def task(self, t: int, key: str) -> Tensor:
         """Task ``t``'s tensor at ``key``: float32 on ``device``, checked against task 0."""
         x = self.raw(t, key)
-        if t:
-            ref = self.raw(0, key)
-            if x.shape != ref.shape:
-                raise ValueError(
-                    f"key {key!r}: task vector {t} has shape {tuple(x.shape)}, "
-                    f"task 0 has {tuple(ref.shape)}"
-                )
-            if x.dtype != ref.dtype:
-                raise TypeError(f"key {key!r}: task vector {t} is {x.dtype}, task 0 is {ref.dtype}")
+        shape, dtype = self.meta(key)
+        if x.shape != shape:
+            raise ValueError(
+                f"key {key!r}: task vector {t} has shape {tuple(x.shape)}, "
+                f"task 0 has {tuple(shape)}"
+            )
+        if x.dtype != dtype:
+            raise TypeError(f"key {key!r}: task vector {t} is {x.dtype}, task 0 is {dtype}")
         x = x.to(self.device, torch.float32)
-        if not torch.isfinite(x).all():
+        # one reduction first; the exact elementwise check only if the sum is not finite
+        if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
             raise ValueError(f"key {key!r}: task vector {t} contains NaN or Inf")
         return x
 
@@ -89,7 +94,7 @@ class TaskVectors:
 
     def finish(self, key: str, x: Tensor) -> Tensor:
         """A merged tensor back on the CPU in the dtype of ``key``."""
-        return x.to("cpu", self.raw(0, key).dtype)
+        return x.to("cpu", self.meta(key)[1])
 
     def map(self, fn: Callable[[str, list[Tensor]], Tensor]) -> dict[str, Tensor]:
         """One merged task vector: ``out[key] = fn(key, [tau_1[key], ..., tau_T[key]])``."""
@@ -112,3 +117,11 @@ class TaskVectors:
                 for out in outs:
                     out[key] = self.raw(0, key)
         return outs
+
+
+def summed(taus: list[Tensor]) -> Tensor:
+    """``sum_t tau_t``, accumulated in place (no (T, ...) stack)."""
+    out = taus[0].clone()
+    for x in taus[1:]:
+        out += x
+    return out

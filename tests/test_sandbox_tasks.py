@@ -41,6 +41,11 @@ def test_task_samples(task):
     assert not np.array_equal(images, other)
 
 
+def test_sample_restricted_to_classes():
+    images, labels = get_task("letters").sample(9, seed=0, classes=[3, 7, 20])
+    assert images.shape[0] == 9 and sorted(np.bincount(labels)[[3, 7, 20]]) == [3, 3, 3]
+
+
 def test_get_task_names_valid_ones():
     assert get_task("digits") is TASKS[0]
     with pytest.raises(KeyError, match="'digitz'.*digits, shapes"):

@@ -239,6 +239,16 @@ def test_bad_recipes_and_tasks_are_named(tmp_path):
     assert not (tmp_path / "sandbox_clip").exists()
 
 
-def test_default_recipe_parses():
+def test_default_recipe_and_pretraining_classes():
     recipe = sz.Recipe.from_mapping(OmegaConf.to_container(OmegaConf.load(CONFIG).recipe))
-    assert recipe.vision.patch_size == 8 and len(TASKS) >= 20
+    assert recipe.vision.patch_size == 8 and recipe.pretrain.class_fraction == 0.6
+    for task in TASKS:
+        seen = sz.pretrained_classes(task, recipe)
+        k = len(task.classnames)
+        assert seen == sz.pretrained_classes(task, recipe) and len(set(seen)) == len(seen)
+        assert 1 <= len(seen) < k and abs(len(seen) - 0.6 * k) <= 0.5
+        assert set(seen) <= set(range(k))
+    everything = sz.Recipe.from_mapping(tiny_recipe(pretrain={"class_fraction": 1.0}))
+    assert sz.pretrained_classes(TASKS[0], everything) == list(range(10))
+    with pytest.raises(ValueError, match="class_fraction must be <= 1"):
+        sz.Recipe.from_mapping(tiny_recipe(pretrain={"class_fraction": 1.5}))

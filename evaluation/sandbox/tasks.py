@@ -9,7 +9,7 @@ first 8 / 14 / 20 form sandbox8 / sandbox14 / sandbox20.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,17 +30,18 @@ class Task:
     templates: tuple[str, ...]
     draw: Draw
 
-    def sample(self, n: int, seed: int, size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` images, uint8 (n, 3, size, size), and int64 labels, balanced over the
-        classes (counts differ by at most one), all determined by ``seed``."""
+    def sample(
+        self, n: int, seed: int, size: int = IMAGE_SIZE, classes: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` images, uint8 (n, 3, size, size), and int64 labels, balanced over ``classes``
+        (default: all; counts differ by at most one), all determined by ``seed``."""
         rng = np.random.default_rng(seed)
-        labels = rng.permutation(np.arange(n) % len(self.classnames)).astype(np.int64)
+        pool = np.arange(len(self.classnames)) if classes is None else np.asarray(classes)
+        labels = rng.permutation(pool[np.arange(n) % len(pool)]).astype(np.int64)
         return d.to_uint8(self.draw(rng, labels, size)), labels
 
 
-def _place(
-    rng: d.Rng, extent: np.ndarray, spread: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
+def _place(rng: d.Rng, extent: np.ndarray, spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Random centres, at most ``spread`` from the middle, keeping an object of half-size
     ``extent`` inside the canvas."""
     free = np.clip(0.95 - extent, 0.0, spread)
@@ -86,25 +87,29 @@ def _shapes(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
 
 # (hue in turns, saturation range, value range) of each named colour.
 _COLOURS = {
-    "red": (0.0, (0.75, 1.0), (0.65, 1.0)),
-    "orange": (0.075, (0.8, 1.0), (0.85, 1.0)),
+    "red": (0.0, (0.75, 1.0), (0.7, 1.0)),
+    "orange": (0.07, (0.8, 1.0), (0.85, 1.0)),
+    "brown": (0.07, (0.6, 0.9), (0.35, 0.55)),
     "yellow": (0.155, (0.75, 1.0), (0.85, 1.0)),
-    "green": (0.33, (0.6, 1.0), (0.5, 0.9)),
-    "cyan": (0.5, (0.6, 1.0), (0.75, 1.0)),
+    "lime": (0.24, (0.7, 1.0), (0.75, 1.0)),
+    "green": (0.33, (0.6, 1.0), (0.45, 0.8)),
+    "teal": (0.47, (0.6, 1.0), (0.4, 0.6)),
+    "cyan": (0.5, (0.6, 1.0), (0.8, 1.0)),
     "blue": (0.64, (0.7, 1.0), (0.6, 1.0)),
-    "purple": (0.77, (0.6, 0.9), (0.45, 0.8)),
-    "pink": (0.92, (0.3, 0.5), (0.9, 1.0)),
+    "purple": (0.77, (0.6, 0.9), (0.45, 0.75)),
+    "magenta": (0.85, (0.7, 1.0), (0.8, 1.0)),
+    "pink": (0.95, (0.3, 0.5), (0.9, 1.0)),
 }
 
 
 def _colours(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
     n = len(labels)
     spec = list(_COLOURS.values())
-    hue = np.array([spec[k][0] for k in labels]) + rng.uniform(-0.025, 0.025, n)
+    hue = np.array([spec[k][0] for k in labels]) + rng.uniform(-0.02, 0.02, n)
     sat = np.array([rng.uniform(*spec[k][1]) for k in labels])
     val = np.array([rng.uniform(*spec[k][2]) for k in labels])
     grey = d.hsv_to_rgb(rng.random(n), rng.uniform(0, 0.12, n), rng.uniform(0.1, 0.9, n))
-    scale = rng.uniform(0.4, 0.85, n)
+    scale = rng.uniform(0.3, 0.7, n)
     cx, cy = _place(rng, scale)
     u, v, px = d.local(size, cx, cy, scale, rng.uniform(-0.3, 0.3, n))
     shape = d.coverage(d.random_shapes(u, v, rng.integers(0, len(d.SHAPES), n)), px)
@@ -164,28 +169,36 @@ def _counting(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
     return d.finish(rng, img)
 
 
-def _oriented(sdf, turns: int, jitter: float, scale: tuple[float, float]) -> Draw:
-    """One object drawn by ``sdf`` (pointing along +u) at angle label * 2pi / turns."""
-
-    def draw(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
-        n = len(labels)
-        s = rng.uniform(*scale, n)
-        cx, cy = _place(rng, s)
-        angle = labels * 2 * np.pi / turns + rng.uniform(-jitter, jitter, n)
-        u, v, px = d.local(size, cx, cy, s, angle)
-        bg, fg = d.contrasting_colours(rng, n)
-        sd = sdf(u, v, rng.uniform(0.12, 0.3, n)[:, None, None])
-        return d.finish(rng, d.paint(d.background(rng, bg, size), d.coverage(sd, px), fg))
-
-    return draw
-
-
 def _bar(u: np.ndarray, v: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """A bar from u = -1 to u = 1 of ``width`` (N, 1, 1), in local units."""
     return np.maximum(np.abs(u) - 1, np.abs(v) - width / 2)
 
 
-def _arrow(u: np.ndarray, v: np.ndarray, width: np.ndarray) -> np.ndarray:
-    return d.arrow(u, v)
+def _orientation(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    """A long bar at label * 30 degrees (anticlockwise from horizontal) among short strokes."""
+    n = len(labels)
+    bg, fg = d.contrasting_colours(rng, n)
+    img = d.background(rng, bg, size)
+    width = rng.uniform(0.1, 0.18, n)[:, None, None]
+    for _ in range(3):
+        s = rng.uniform(0.12, 0.25, n)
+        cx, cy = _place(rng, s)
+        u, v, px = d.local(size, cx, cy, s, rng.uniform(0, np.pi, n))
+        img = d.paint(img, d.coverage(_bar(u, v, width / s[:, None, None]), px), fg)
+    s = rng.uniform(0.6, 0.9, n)
+    cx, cy = _place(rng, s * 0.7, spread=0.3)
+    u, v, px = d.local(size, cx, cy, s, -labels * np.pi / 6 + rng.uniform(-0.1, 0.1, n))
+    return d.finish(rng, d.paint(img, d.coverage(_bar(u, v, width / s[:, None, None]), px), fg))
+
+
+def _arrows(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
+    """An arrow pointing right / down / left / up (label * 90 degrees clockwise)."""
+    n = len(labels)
+    s = rng.uniform(0.45, 0.85, n)
+    cx, cy = _place(rng, s)
+    u, v, px = d.local(size, cx, cy, s, labels * np.pi / 2 + rng.uniform(-0.3, 0.3, n))
+    bg, fg = d.contrasting_colours(rng, n)
+    return d.finish(rng, d.paint(d.background(rng, bg, size), d.coverage(d.arrow(u, v), px), fg))
 
 
 def _positions(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
@@ -224,7 +237,7 @@ def _faces(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
 
 
 def _sizes(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
-    bands = np.array([(0.12, 0.17), (0.26, 0.34), (0.48, 0.6), (0.8, 0.95)])
+    bands = np.array([(0.12, 0.16), (0.22, 0.28), (0.36, 0.44), (0.56, 0.66), (0.8, 0.93)])
     scale = rng.uniform(bands[labels, 0], bands[labels, 1])
     u, v, px, (img, fg) = _object_scene(rng, size, scale)
     shape = d.random_shapes(u, v, rng.integers(0, 4, len(labels)))  # compact shapes only
@@ -277,27 +290,29 @@ def _clutter(rng: d.Rng, n: int, size: int, count: int = 3) -> np.ndarray:
 def _brightness(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
     n = len(labels)
     scene = _clutter(rng, n, size)
-    level = (0.1 + 0.2 * labels + rng.uniform(-0.05, 0.05, n))[:, None, None, None]
-    contrast = rng.uniform(0.1, 0.35, (n, 1, 1, 1))
+    level = (0.2 + 0.15 * labels + rng.uniform(-0.05, 0.05, n))[:, None, None, None]
+    contrast = rng.uniform(0.2, 0.5, (n, 1, 1, 1))
     img = level + contrast * (scene - scene.mean(axis=(1, 2, 3), keepdims=True))
     return d.finish(rng, img, noise=(0.0, 0.03))
 
 
 def _gradients(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
-    """A dark-to-light ramp that is lightest towards right / bottom / left / top."""
+    """A dark-to-light ramp that is lightest towards one of 8 sides and corners."""
     n = len(labels)
-    angle = labels * np.pi / 2 + rng.uniform(-0.4, 0.4, n)
+    angle = labels * np.pi / 4 + rng.uniform(-0.2, 0.2, n)
     x, y = d.coords(size)
     ramp = x * np.cos(angle)[:, None, None] + y * np.sin(angle)[:, None, None]
-    t = np.clip(ramp * rng.uniform(0.4, 0.7, n)[:, None, None] + 0.5, 0, 1)[..., None]
+    t = np.clip(ramp * rng.uniform(0.25, 0.5, n)[:, None, None] + 0.5, 0, 1)[..., None]
     dark, light = d.contrasting_colours(rng, n, gap=0.4)
     dark, light = np.minimum(dark, light), np.maximum(dark, light)
     img = dark[:, None, None] + (light - dark)[:, None, None] * t
-    scale = rng.uniform(0.15, 0.35, n)
-    cx, cy = _place(rng, scale)
-    u, v, px = d.local(size, cx, cy, scale, rng.uniform(0, 2 * np.pi, n))
-    shape = d.coverage(d.random_shapes(u, v, rng.integers(0, len(d.SHAPES), n)), px)
-    return d.finish(rng, d.paint(img, shape, rng.random((n, 3))))
+    for _ in range(2):
+        scale = rng.uniform(0.15, 0.35, n)
+        cx, cy = _place(rng, scale)
+        u, v, px = d.local(size, cx, cy, scale, rng.uniform(0, 2 * np.pi, n))
+        shape = d.coverage(d.random_shapes(u, v, rng.integers(0, len(d.SHAPES), n)), px)
+        img = d.paint(img, shape, rng.random((n, 3)))
+    return d.finish(rng, img)
 
 
 def _dice(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
@@ -327,9 +342,9 @@ def _dice(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
 
 
 def _thickness(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
-    """Outlines whose stroke is 1-1.4, 2.2-2.8 or 3.8-4.6 pixels wide."""
+    """Outlines whose stroke is about 1, 1.7, 2.6 or 4 pixels wide."""
     n = len(labels)
-    bands = np.array([(1.0, 1.4), (2.2, 2.8), (3.8, 4.6)]) * 2 / size
+    bands = np.array([(0.8, 1.1), (1.5, 1.9), (2.4, 2.9), (3.6, 4.3)]) * 2 / size
     width = rng.uniform(bands[labels, 0], bands[labels, 1])[:, None, None]
     scale = rng.uniform(0.45, 0.85, n)
     u, v, px, (img, fg) = _object_scene(rng, size, scale)
@@ -340,9 +355,10 @@ def _thickness(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
 
 
 def _stripes(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
-    """Stripes with a period of about 16, 9, 5.5 or 3.5 pixels."""
+    """Stripes with a period of about 18, 12.5, 9, 6.5, 4.7 or 3.5 pixels."""
     n = len(labels)
-    bands = np.array([(14.0, 18.0), (8.0, 10.0), (5.0, 6.0), (3.2, 3.8)]) * 2 / size
+    bands = np.array([(16.5, 19.5), (11.5, 13.5), (8.2, 9.6), (6.0, 7.0), (4.4, 5.0), (3.3, 3.7)])
+    bands = bands * 2 / size
     period = rng.uniform(bands[labels, 0], bands[labels, 1])
     zeros = np.zeros(n)
     u, _, px = d.local(size, zeros, zeros, period, rng.uniform(0, np.pi, n))
@@ -438,15 +454,20 @@ TASKS: tuple[Task, ...] = (
     ),
     Task(
         "orientation",
-        ("horizontal", "falling diagonal", "vertical", "rising diagonal"),
-        ("a {} line.", "a {} bar.", "a line that is {}.", "a drawing of a {} stroke."),
-        _oriented(_bar, 8, 0.15, (0.5, 0.9)),
+        ("0 degrees", "30 degrees", "60 degrees", "90 degrees", "120 degrees", "150 degrees"),
+        (
+            "a line at {}.",
+            "a bar tilted {}.",
+            "a long stroke at an angle of {}.",
+            "a line rotated by {}.",
+        ),
+        _orientation,
     ),
     Task(
         "arrows",
         ("right", "down", "left", "up"),
         ("an arrow pointing {}.", "a {} arrow.", "a sign pointing {}.", "an arrow that points {}."),
-        _oriented(_arrow, 4, 0.3, (0.45, 0.85)),
+        _arrows,
     ),
     Task(
         "positions",
@@ -477,7 +498,7 @@ TASKS: tuple[Task, ...] = (
     ),
     Task(
         "sizes",
-        ("tiny", "small", "large", "huge"),
+        ("tiny", "small", "medium", "large", "huge"),
         ("a {} shape.", "a {} object.", "a picture of something {}.", "a shape that is {}."),
         _sizes,
     ),
@@ -500,7 +521,7 @@ TASKS: tuple[Task, ...] = (
     ),
     Task(
         "gradients",
-        ("right", "bottom", "left", "top"),
+        ("right", "bottom right", "bottom", "bottom left", "left", "top left", "top", "top right"),
         (
             "a gradient that is lightest at the {}.",
             "a ramp getting lighter towards the {}.",
@@ -522,7 +543,7 @@ TASKS: tuple[Task, ...] = (
     ),
     Task(
         "thickness",
-        ("thin", "medium", "thick"),
+        ("hairline", "thin", "medium", "thick"),
         (
             "a {} outline.",
             "a shape drawn with a {} line.",
@@ -533,7 +554,7 @@ TASKS: tuple[Task, ...] = (
     ),
     Task(
         "stripes",
-        ("wide", "medium", "narrow", "fine"),
+        ("very wide", "wide", "medium", "narrow", "very narrow", "fine"),
         ("{} stripes.", "a pattern of {} stripes.", "a photo of {} bands.", "stripes that are {}."),
         _stripes,
     ),

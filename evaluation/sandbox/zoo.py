@@ -86,7 +86,12 @@ class Schedule:
 
 @dataclasses.dataclass(frozen=True)
 class Pretrain(Schedule):
+    """``samples_per_task`` captioned images of a fraction ``class_fraction`` of each task's
+    classes (the rest are never named in pretraining, as web data names only part of a
+    downstream label space)."""
+
     samples_per_task: int
+    class_fraction: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +115,7 @@ class Recipe:
             (out.vision.width % out.vision.head_width == 0, "vision.head_width must divide width"),
             (out.text.width % out.text.heads == 0, "text.heads must divide text.width"),
             (out.pretrain.warmup < out.pretrain.steps, "pretrain.warmup must be < steps"),
+            (out.pretrain.class_fraction <= 1, "pretrain.class_fraction must be <= 1"),
             (out.finetune.warmup < out.finetune.steps, "finetune.warmup must be < steps"),
         ]
         for ok, message in checks:
@@ -260,6 +266,14 @@ def check_captions(tokenizer: SimpleTokenizer, context_length: int) -> None:
         )
 
 
+def pretrained_classes(task: Task, recipe: Recipe) -> list[int]:
+    """The classes of ``task`` that pretraining shows and names (a seeded random subset)."""
+    k = len(task.classnames)
+    n = min(k, max(1, round(recipe.pretrain.class_fraction * k)))
+    order = np.random.default_rng(stable_seed("pretrain-classes", task.name, recipe.seed))
+    return sorted(order.permutation(k)[:n].tolist())
+
+
 def pretrain(model: CLIP, tokenizer: SimpleTokenizer, recipe: Recipe, progress: bool) -> None:
     """Contrastive pretraining of ``model`` on captioned images of every sandbox task."""
     p = recipe.pretrain
@@ -267,7 +281,8 @@ def pretrain(model: CLIP, tokenizer: SimpleTokenizer, recipe: Recipe, progress: 
     tokens = tokenizer(captions)
     images, classes, offset = [], [], 0
     for task in tqdm(TASKS, desc="sandbox_clip pretraining data", disable=not progress):
-        x, y = task.sample(p.samples_per_task, stable_seed("pretrain", task.name, recipe.seed))
+        seed = stable_seed("pretrain", task.name, recipe.seed)
+        x, y = task.sample(p.samples_per_task, seed, classes=pretrained_classes(task, recipe))
         images.append(torch.from_numpy(x))
         classes.append(torch.from_numpy(y) + offset)
         offset += len(task.classnames)

@@ -7,12 +7,11 @@ import hashlib
 
 import torch
 
-from merging.methods.tall_masks import summed
 from merging.methods.ties import ties_merger
 from merging.options import choice, fraction, probability
 from merging.registry import merge_method
 from merging.selection import Values
-from merging.streaming import TaskVectors
+from merging.streaming import TaskVectors, summed
 
 Tensor = torch.Tensor
 

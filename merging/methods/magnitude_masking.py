@@ -4,10 +4,9 @@ Model Merging and Compression", ICML 2024 (TALL masks with top-k masks)."""
 from __future__ import annotations
 
 from merging.masks import MaskedVector, masked_multitask
-from merging.methods.tall_masks import summed
 from merging.registry import merge_method
 from merging.selection import topk_masks
-from merging.streaming import TaskVectors
+from merging.streaming import TaskVectors, summed
 
 
 @merge_method("magnitude_masking", task_specific=True)

@@ -11,18 +11,10 @@ from merging.masks import MaskedVector, masked_multitask
 from merging.methods.ties import ties_merger
 from merging.options import choice, fraction, per_task
 from merging.registry import merge_method
-from merging.streaming import TaskVectors
+from merging.streaming import TaskVectors, summed
 
 Tensor = torch.Tensor
 Merger = Callable[[str, list[Tensor]], Tensor]
-
-
-def summed(taus: list[Tensor]) -> Tensor:
-    """``sum_t tau_t``, accumulated in place (no (T, ...) stack)."""
-    out = taus[0].clone()
-    for x in taus[1:]:
-        out += x
-    return out
 
 
 def multitask_merger(tvs: TaskVectors, base: str, k: float, agg: str) -> Merger:

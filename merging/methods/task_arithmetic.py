@@ -3,10 +3,10 @@
 import torch
 
 from merging.registry import merge_method
-from merging.streaming import TaskVectors
+from merging.streaming import TaskVectors, summed
 
 
 @merge_method("task_arithmetic")
 def task_arithmetic(tvs: TaskVectors) -> dict[str, torch.Tensor]:
     """``tau = sum_t tau_t``; the merged model is ``theta_0 + alpha * tau``."""
-    return tvs.map(lambda key, taus: torch.stack(taus).sum(0))
+    return tvs.map(lambda key, taus: summed(taus))
