@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.heads import zeroshot_head  # noqa: E402
 from evaluation.sandbox.data import load_split  # noqa: E402
-from evaluation.sandbox.tasks import TASKS  # noqa: E402
+from evaluation.sandbox.tasks import SIZES, benchmark_tasks, get_task  # noqa: E402
 from evaluation.sandbox.zoo import load_sandbox_clip, preprocess  # noqa: E402
 from merging.registry import merge  # noqa: E402
 from merging.task_vectors import TaskVector, apply_task_vector  # noqa: E402
@@ -46,7 +46,7 @@ def accuracy(model, state, head, images, labels) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, choices=(8, 14, 20), default=8)
+    parser.add_argument("--tasks", type=int, choices=SIZES, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", help="cache dir (default: a fresh temporary one)")
     parser.add_argument("--set", nargs="*", default=[], help="recipe overrides, a.b=value")
@@ -54,7 +54,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     recipe = OmegaConf.merge(OmegaConf.load(CONFIG).recipe, OmegaConf.from_dotlist(args.set))
     recipe = OmegaConf.to_container(recipe)
-    names = [t.name for t in TASKS[: args.tasks]]
+    names = list(benchmark_tasks(args.tasks))
     cache = args.cache or tempfile.mkdtemp(prefix="sandbox_zoo_")
     load = os.getloadavg()
     print(f"sandbox{args.tasks}, {args.threads} threads, cache {cache}, load {load[0]:.2f}")
@@ -83,7 +83,7 @@ def main() -> None:
     merged_tau = merge("task_arithmetic", taus)
     rows = {}
     for name in names:
-        task = next(t for t in TASKS if t.name == name)
+        task = get_task(name)
         head = zeroshot_head(model, zoo.tokenizer, task.classnames, task.templates)
         data = {s: load_split(name, s, cache, **sizes) for s in ("val", "test")}
         expert = dict(zoo.experts[name].items())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from evaluation.sandbox import data
-from evaluation.sandbox.tasks import TASKS, get_task
+from evaluation.sandbox.tasks import TASKS, benchmark_tasks, get_task
 
 SMALL = {"n_train": 100, "n_test": 30}
 
@@ -17,6 +17,9 @@ SMALL = {"n_train": 100, "n_test": 30}
 def test_canonical_task_list():
     names = [t.name for t in TASKS]
     assert len(names) >= 20 and len(set(names)) == len(names)
+    assert [benchmark_tasks(k) for k in (8, 14, 20)] == [tuple(names[:k]) for k in (8, 14, 20)]
+    with pytest.raises(ValueError, match="valid sizes"):
+        benchmark_tasks(9)
     assert names[:8] == [
         "digits", "shapes", "colours", "textures", "letters", "counting", "orientation", "arrows"
     ]  # fmt: skip

@@ -101,6 +101,13 @@ def test_zoo_structure(built):
             k for k, v in model.state_dict().items() if not torch.equal(v, pretrained_file[k])
         }
         assert changed and all(k.startswith("visual.") for k in changed)
+    zoo.model.visual.load_state_dict(dict(zoo.experts["digits"].items()))
+    try:  # loading other weights into the model leaves theta_0 alone
+        assert all(
+            torch.equal(v, pretrained_file[f"visual.{k}"]) for k, v in zoo.pretrained.items()
+        )
+    finally:
+        zoo.model.visual.load_state_dict(zoo.pretrained)
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     inp = zoo.preprocess(x)
     assert inp.dtype == torch.float32 and inp.shape == (4, 3, 32, 32)

@@ -22,7 +22,7 @@ from evaluation.files import atomic_path, cache_root
 from evaluation.sandbox.tasks import IMAGE_SIZE, get_task
 from evaluation.splits import train_val_indices
 
-DATA_VERSION = 3  # bump when a task's drawing changes
+DATA_VERSION = 4  # bump when a task's drawing changes
 SPLITS = ("train", "val", "test")
 N_TRAIN, N_TEST = 2000, 1000  # full train (val is carved out of it) and test, per task
 

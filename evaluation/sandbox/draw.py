@@ -241,31 +241,34 @@ def smooth_noise(rng: Rng, n: int, size: int, cells: int = 4) -> np.ndarray:
     i = np.minimum(t.astype(int), cells - 1)
     f = t - i
     rows = grid[:, i] * (1 - f)[None, :, None] + grid[:, i + 1] * f[None, :, None]
-    return rows[:, :, i] * (1 - f) + rows[:, :, i + 1] * f
+    return (rows[:, :, i] * (1 - f) + rows[:, :, i + 1] * f).astype(np.float32)
 
 
 def fill(colour: np.ndarray, size: int) -> np.ndarray:
-    """Images (N, H, W, 3) of one colour each."""
-    return np.broadcast_to(colour[:, None, None, :], (len(colour), size, size, 3)).copy()
+    """Float32 images (N, H, W, 3) of one colour each."""
+    shape = (len(colour), size, size, 3)
+    return np.broadcast_to(colour[:, None, None, :].astype(np.float32), shape).copy()
 
 
 def background(rng: Rng, colour: np.ndarray, size: int, blotch: float = 0.12) -> np.ndarray:
     """Plain backgrounds of ``colour`` with random low-frequency blotches up to ``blotch``."""
     n = len(colour)
-    amount = rng.uniform(0, blotch, (n, 1, 1, 1))
+    amount = rng.uniform(0, blotch, (n, 1, 1, 1)).astype(np.float32)
     return fill(colour, size) + amount * smooth_noise(rng, n, size)[..., None]
 
 
 def paint(images: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """Paint ``colour`` (N, 3) over ``images`` where ``mask`` (N, H, W) covers them."""
-    m = mask[..., None]
-    return images * (1 - m) + colour[:, None, None, :] * m
+    """Paint ``colour`` (N, 3) over ``images`` (in place) where ``mask`` (N, H, W) covers them."""
+    m = mask[..., None].astype(images.dtype)
+    images += m * (colour[:, None, None, :].astype(images.dtype) - images)
+    return images
 
 
 def finish(rng: Rng, images: np.ndarray, noise: tuple[float, float] = (0.0, 0.06)) -> np.ndarray:
     """Add per-pixel Gaussian noise with a random std in ``noise`` and clip to [0, 1]."""
-    sigma = rng.uniform(*noise, (len(images), 1, 1, 1))
-    return np.clip(images + sigma * rng.standard_normal(images.shape), 0.0, 1.0)
+    sigma = rng.uniform(*noise, (len(images), 1, 1, 1)).astype(np.float32)
+    images = images + sigma * rng.standard_normal(images.shape, dtype=np.float32)
+    return np.clip(images, 0.0, 1.0, out=images)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -61,17 +61,21 @@ def _object_scene(
     return u, v, px, (d.background(rng, bg, size), fg)
 
 
-def _glyph_task(texts: list[str], angle: float = 0.25) -> Draw:
+def _glyph_task(
+    texts: list[str], angle: float = 0.25, scale: tuple[float, float] = (0.6, 0.9)
+) -> Draw:
+    """Text ``texts[label]`` in :data:`draw.FONT`, ``scale`` = half-height range (shrunk so
+    that wide text fits), turned by up to ``angle`` radians either way."""
     bitmaps = d.text_bitmaps(texts)
     aspect = bitmaps.shape[2] / bitmaps.shape[1]
 
     def draw(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
         n = len(labels)
-        scale = rng.uniform(0.6, 0.9, n) * min(1.0, 0.9 / aspect)
-        free_x = np.clip(0.95 - scale * aspect, 0, 0.25)
-        free_y = np.clip(0.95 - scale, 0, 0.25)
+        half = rng.uniform(*scale, n) * min(1.0, 0.95 / aspect)
+        free_x = np.clip(0.95 - half * aspect, 0, 0.25)
+        free_y = np.clip(0.95 - half, 0, 0.25)
         cx, cy = rng.uniform(-1, 1, n) * free_x, rng.uniform(-1, 1, n) * free_y
-        u, v, px = d.local(size, cx, cy, scale, rng.uniform(-angle, angle, n))
+        u, v, px = d.local(size, cx, cy, half, rng.uniform(-angle, angle, n))
         bg, fg = d.contrasting_colours(rng, n)
         mask = d.glyph_mask(bitmaps, labels, u, v, px, rng.uniform(0.4, 0.65, n))
         return d.finish(rng, d.paint(d.background(rng, bg, size), mask, fg))
@@ -256,11 +260,11 @@ _DIGIT_SEGMENTS = (
 
 def _seven_segment(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
     n = len(labels)
-    scale = rng.uniform(0.55, 0.9, n)
-    cx, cy = _place(rng, scale * 0.6)
+    scale = rng.uniform(0.65, 0.9, n)
+    cx, cy = _place(rng, scale * 0.6, spread=0.25)
     u, v, px = d.local(size, cx, cy, scale, rng.uniform(-0.1, 0.1, n))
     u = u + rng.uniform(0, 0.25, n)[:, None, None] * v  # italic slant
-    half = rng.uniform(0.06, 0.1, n)[:, None, None]
+    half = rng.uniform(0.09, 0.13, n)[:, None, None]
     on = np.array([["abcdefg"[k] in segs for k in range(7)] for segs in _DIGIT_SEGMENTS])
     lit, dim = np.full(u.shape, 9.0), np.full(u.shape, 9.0)
     for k, (su, sv, horizontal) in enumerate(_SEGMENTS):
@@ -270,7 +274,7 @@ def _seven_segment(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
         lit = np.where(active, np.minimum(lit, sd), lit)
         dim = np.where(active, dim, np.minimum(dim, sd))
     bg, fg = d.contrasting_colours(rng, n)
-    ghost = bg + (fg - bg) * rng.uniform(0.0, 0.25, (n, 1))
+    ghost = bg + (fg - bg) * rng.uniform(0.0, 0.15, (n, 1))
     img = d.paint(d.background(rng, bg, size), d.coverage(dim, px), ghost)
     return d.finish(rng, d.paint(img, d.coverage(lit, px), fg))
 
@@ -370,7 +374,7 @@ def _stripes(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
 
 _POSITIVE = ("JOY", "FUN", "WIN", "YES", "WOW", "HUG", "TOP", "FAB")
 _NEGATIVE = ("BAD", "SAD", "MAD", "ILL", "CRY", "LIE", "WAR", "UGH")
-_WORDS = _glyph_task(list(_NEGATIVE + _POSITIVE), angle=0.1)
+_WORDS = _glyph_task(list(_NEGATIVE + _POSITIVE), angle=0.05, scale=(0.9, 1.0))
 
 
 def _sentiment(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
@@ -379,15 +383,15 @@ def _sentiment(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
     return _WORDS(rng, words, size)
 
 
-_ROTATED = d.text_bitmaps(list("FGJPRECL"))
+_ROTATED = d.text_bitmaps(list("FJLPR"))
 
 
 def _rotation(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
     """An asymmetric letter turned by label * 90 degrees clockwise."""
     n = len(labels)
-    scale = rng.uniform(0.55, 0.85, n)
-    cx, cy = _place(rng, scale)
-    angle = labels * np.pi / 2 + rng.uniform(-0.15, 0.15, n)
+    scale = rng.uniform(0.7, 0.9, n)
+    cx, cy = _place(rng, scale, spread=0.2)
+    angle = labels * np.pi / 2 + rng.uniform(-0.1, 0.1, n)
     u, v, px = d.local(size, cx, cy, scale, angle)
     bg, fg = d.contrasting_colours(rng, n)
     letter = rng.integers(0, len(_ROTATED), n)
@@ -578,6 +582,14 @@ TASKS: tuple[Task, ...] = (
     ),
 )
 _BY_NAME = {t.name: t for t in TASKS}
+SIZES = (8, 14, 20)  # sandbox8 / sandbox14 / sandbox20, as in the 8/14/20-task benchmark
+
+
+def benchmark_tasks(size: int) -> tuple[str, ...]:
+    """Names of the tasks of sandbox``size``: the first ``size`` tasks in canonical order."""
+    if size not in SIZES:
+        raise ValueError(f"no sandbox benchmark with {size!r} tasks; valid sizes: {SIZES}")
+    return tuple(t.name for t in TASKS[:size])
 
 
 def get_task(name: str) -> Task:

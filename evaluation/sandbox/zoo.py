@@ -24,6 +24,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import typing
@@ -49,6 +50,7 @@ from evaluation.zoo import ClipZoo
 
 RECIPE_VERSION = 1  # bump when the build procedure changes
 Tensor = torch.Tensor
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,12 +259,12 @@ def _captions(tasks: Sequence[Task]) -> tuple[list[str], np.ndarray, np.ndarray]
 
 def check_captions(tokenizer: SimpleTokenizer, context_length: int) -> None:
     """Raise if a sandbox caption would be cut by ``context_length`` tokens."""
-    captions, _, _ = _captions(TASKS)
-    longest = max(captions, key=lambda c: len(tokenizer.encode(c)))
-    if len(tokenizer.encode(longest)) + 2 > context_length:
+    tokens = {c: len(tokenizer.encode(c)) + 2 for c in _captions(TASKS)[0]}  # + start, end
+    longest = max(tokens, key=tokens.__getitem__)
+    if tokens[longest] > context_length:
         raise ValueError(
             f"sandbox_clip recipe text.context_length={context_length} cuts the caption "
-            f"{longest!r} ({len(tokenizer.encode(longest)) + 2} tokens)"
+            f"{longest!r} ({tokens[longest]} tokens)"
         )
 
 
@@ -476,6 +478,7 @@ def load_sandbox_clip(
         store = _Store(root, rec)
         meta = {"recipe": rec.digest()}
         if not store.verify("pretrained.safetensors", model.state_dict(), meta):
+            log.info("sandbox_clip: pretraining into %s", root)
             pretrain(model, tokenizer, rec, progress)
             store.save("pretrained.safetensors", model.state_dict(), meta)
         model.load_state_dict(load_file(root / "pretrained.safetensors"))
@@ -485,6 +488,7 @@ def load_sandbox_clip(
         for task in tasks:
             name = f"experts/{task.name}.safetensors"
             if not store.verify(name, model.visual.state_dict(), {**meta, "task": task.name}):
+                log.info("sandbox_clip: fine-tuning the %s expert", task.name)
                 state = finetune(model, tokenizer, task, rec, cache, progress)
                 store.save(name, state, {**meta, "task": task.name})
             experts[task.name] = SafetensorsState(root / name)
@@ -493,6 +497,7 @@ def load_sandbox_clip(
         model=model,
         tokenizer=tokenizer,
         preprocess=preprocess,
-        pretrained={k: v.detach() for k, v in model.visual.state_dict().items()},
+        # a copy: loading other weights into model.visual must not change theta_0
+        pretrained={k: v.detach().clone() for k, v in model.visual.state_dict().items()},
         experts=experts,
     )
