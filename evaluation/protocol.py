@@ -177,11 +177,15 @@ def evaluate_method(
             )
         return outputs[i]
 
+    def normalised(split: str, scores: Scores) -> Scores:
+        """``100 * acc / expert acc`` per task (0 where the expert scores 0)."""
+        ref = expert[split] if expert is not None else scores
+        return {t: 100.0 * v / ref[t] if ref[t] else 0.0 for t, v in scores.items()}
+
     def rows_for(setting: Mapping[str, Any], split: str, scores: Scores) -> list[Row]:
         """Accuracy and normalised accuracy rows of ``scores``, plus their averages when
         ``scores`` covers every task."""
-        ref = expert[split] if expert is not None else scores
-        norm = {t: 100.0 * v / ref[t] if ref[t] else 0.0 for t, v in scores.items()}
+        norm = normalised(split, scores)
         key = hparams_key(setting)
         complete = len(scores) == len(tasks)
         return [
@@ -203,12 +207,9 @@ def evaluate_method(
             if on_point:
                 on_point()
 
-    def average_normalised(scores: Scores) -> float:
-        return mean([v / expert["val"][t] if expert else 1.0 for t, v in scores.items()])
-
     candidates = list(val)  # grid order: ties go to the first point
     if method.select == "joint":
-        best = max(candidates, key=lambda c: average_normalised(val[c]))
+        best = max(candidates, key=lambda c: mean(list(normalised("val", val[c]).values())))
         chosen = {t: best for t in tasks}
     else:
         chosen = {t: max(candidates, key=lambda c, t=t: val[c][t]) for t in tasks}

@@ -493,7 +493,7 @@ def load_sandbox_clip(
                 store.save(name, state, {**meta, "task": task.name})
             experts[task.name] = SafetensorsState(root / name)
     return ClipZoo(
-        name="sandbox_clip",
+        name=f"sandbox_clip-{rec.digest()}",  # identifies the weights (head cache key)
         model=model,
         tokenizer=tokenizer,
         preprocess=preprocess,
