@@ -30,7 +30,7 @@ from evaluation.cnn.data import batches, load_data, sample_indices  # noqa: E402
 from evaluation.cnn.methods import Merger  # noqa: E402
 from evaluation.cnn.models import build_model  # noqa: E402
 from evaluation.cnn.zoo import CnnZoo  # noqa: E402
-from evaluation.files import cache_root  # noqa: E402
+from evaluation.cache import cache_root  # noqa: E402
 from experiments.pipelines.different_init import check_zoo_config, zoos  # noqa: E402
 from experiments.run import resolve_device  # noqa: E402
 from merging.alignment import activation_matching, cca_merge, weight_matching, zipit  # noqa: E402

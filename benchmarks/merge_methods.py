@@ -308,7 +308,7 @@ def main() -> None:
         shutil.rmtree(directory, ignore_errors=True)
     extra = targets(by_tasks)
     print("\n".join(extra))
-    from evaluation.files import atomic_write_text
+    from evaluation.cache import atomic_write_text
 
     atomic_write_text(args.out, "\n".join(table + extra) + "\n")
     print(f"\nwritten to {args.out}")

@@ -62,7 +62,7 @@ def cached_zeroshot_head(
     """:func:`zeroshot_head`, cached on disk by (model id, class names, templates)."""
     from safetensors.torch import load_file, save_file
 
-    from evaluation.files import atomic_path
+    from evaluation.cache import atomic_path
 
     digest = hashlib.sha256(
         json.dumps([model_id, list(classnames), list(templates)]).encode()

@@ -23,17 +23,18 @@ from typing import Any
 
 import torch
 
-from evaluation.evaluate import Evaluator
+from evaluation.zoo import Evaluator
 from evaluation.results import AVERAGE, Row, hparams_key
 from merging import merge, method_spec
 
 SELECTIONS = ("joint", "per_task")
-FAMILY = "task_vectors"  # the ``family`` of method configs this protocol runs
 
 
 @dataclass(frozen=True)
-class MethodConfig:
-    """One method as configured: a registered merge function plus its protocol."""
+class Method:
+    """One configured method of the task-vector regime: a registered merge function, its
+    options, its search grid, selection rule and scaling grid. ``key`` is the config's
+    name (``method.<key>``); ``label`` the table row."""
 
     key: str
     label: str
@@ -42,63 +43,64 @@ class MethodConfig:
     search: dict[str, list[Any]] = field(default_factory=dict)
     select: str = "joint"
     alphas: tuple[float, ...] = (1.0,)
+    provenance: dict[str, Any] = field(default_factory=dict)  # written into result rows
 
     @classmethod
-    def from_config(cls, key: str, cfg: Mapping[str, Any]) -> MethodConfig:
-        """Build and check a method config; errors name the config and the option at fault."""
-        where = f"method config {key!r}"
-        unknown = sorted(
-            set(cfg) - {"label", "fn", "hparams", "search", "select", "alphas", "family"}
-        )
-        if unknown:
-            raise ValueError(f"{where}: unknown field {unknown[0]!r}")
-        if cfg.get("family", FAMILY) != FAMILY:
-            raise ValueError(
-                f"{where} is a {cfg['family']!r} method; this pipeline merges task vectors "
-                f"(methods of family {FAMILY!r})"
-            )
-        if "fn" not in cfg:
-            raise ValueError(f"{where}: no 'fn' (the registered merge function)")
+    def from_config(cls, key: str, cfg: Mapping[str, Any]) -> Method:
+        """From a ``method.<key>`` config (schema ``experiments.config.MethodConfig``);
+        errors name the key path at fault (``method.<key>.hparams.<option>``)."""
+        where = f"method.{key}"
         try:
             spec = method_spec(cfg["fn"])
         except KeyError as err:
-            raise ValueError(f"{where}: {err.args[0]}") from None
+            raise ValueError(f"{where}.fn: {err.args[0]}") from None
+        if spec.kind != "task_vectors":
+            raise ValueError(
+                f"{where}.fn: {spec.name!r} merges whole models (different initialisations); "
+                "this pipeline merges task vectors: choose pipeline=different_init"
+            )
         hparams, search = dict(cfg.get("hparams") or {}), dict(cfg.get("search") or {})
-        for name in [*hparams, *search]:
-            if name not in spec.hparams:
-                raise ValueError(
-                    f"{where}: {cfg['fn']!r} has no option {name!r}; "
-                    f"its options: {', '.join(spec.hparams) or 'none'}"
-                )
+        for name in sorted(set(hparams) & set(search)):
+            raise ValueError(f"{where}: option {name!r} is both in hparams and in search")
+        try:
+            spec.check_options(search, f"{where}.search", required=False)
+            spec.check_options({**hparams, **search}, f"{where}.hparams")
+        except TypeError as err:
+            raise ValueError(str(err)) from None
         for name, values in search.items():
             if not isinstance(values, Sequence) or isinstance(values, str) or not values:
-                raise ValueError(f"{where}: search.{name} must be a non-empty list")
+                raise ValueError(f"{where}.search.{name} must be a non-empty list")
         select = cfg.get("select", "joint")
         if select not in SELECTIONS:
             raise ValueError(
-                f"{where}: select must be one of {', '.join(SELECTIONS)}, got {select!r}"
+                f"{where}.select must be one of {', '.join(SELECTIONS)}, got {select!r}"
             )
-        alphas = tuple(float(a) for a in (cfg.get("alphas") or (1.0,)))
+        alphas = tuple(float(a) for a in cfg.get("alphas", (1.0,)))
+        if not alphas:
+            raise ValueError(f"{where}.alphas is empty: give at least one scaling coefficient")
+        if any(a <= 0 for a in alphas):
+            raise ValueError(f"{where}.alphas must be positive, got {list(alphas)}")
         return cls(
             key=key,
-            label=str(cfg.get("label", key)),
-            fn=cfg["fn"],
+            label=str(cfg.get("label") or spec.label),
+            fn=spec.name,
             hparams=hparams,
             search={k: list(v) for k, v in search.items()},
             select=select,
             alphas=alphas,
         )
 
-    def check_options(self, num_tasks: int) -> None:
+    def check_options(self, num_tasks: int, **substitutes: Any) -> None:
         """Merge tiny random task vectors at every search point, so that out-of-range
-        options fail (naming the option) before any long computation."""
+        options fail (naming the option) before any long computation; ``substitutes``
+        replace options resolved later in the run (Consensus' ``lam`` from TALL masks)."""
         generator = torch.Generator().manual_seed(0)
         taus = [{"w": torch.randn(4, 3, generator=generator)} for _ in range(max(num_tasks, 2))]
         for point in self.grid():
             try:
-                merge(self.fn, taus, **self.hparams, **point)
+                merge(self.fn, taus, **{**self.hparams, **point, **substitutes})
             except (ValueError, TypeError, KeyError) as err:
-                raise ValueError(f"method config {self.key!r}: {err}") from None
+                raise ValueError(f"method.{self.key}: {err}") from None
 
     def grid(self) -> list[dict[str, Any]]:
         """The search points in order (one empty point if nothing is searched)."""
@@ -152,15 +154,18 @@ def mean(values: Sequence[float]) -> float:
 
 
 def evaluate_method(
-    method: MethodConfig,
+    method: Method,
     task_vectors: Sequence[Mapping],
     scorer: Scorer,
     expert: Mapping[str, Scores] | None,
     make_row: Callable[..., Row],
     device: str | None = None,
     on_point: Callable[[], None] | None = None,
-) -> list[Row]:
-    """Run the protocol for one method; returns its val (every point) and test rows.
+    test: bool = True,
+) -> tuple[list[Row], dict[str, dict[str, Any]]]:
+    """Run the protocol for one method; returns its val (every point) and test rows, and
+    the setting chosen on val for each task (options and ``alpha``). ``test=False`` stops
+    after the val selection (no test rows).
 
     ``expert[split][task]`` are the denominators of normalised accuracy; ``None`` means the
     method is the experts themselves (normalised accuracy 100 by definition).
@@ -186,7 +191,7 @@ def evaluate_method(
         """Accuracy and normalised accuracy rows of ``scores``, plus their averages when
         ``scores`` covers every task."""
         norm = normalised(split, scores)
-        key = hparams_key(setting)
+        key = hparams_key({**setting, **method.provenance})
         complete = len(scores) == len(tasks)
         return [
             make_row(method.label, key, task, split, metric, value)
@@ -213,18 +218,23 @@ def evaluate_method(
         chosen = {t: best for t in tasks}
     else:
         chosen = {t: max(candidates, key=lambda c, t=t: val[c][t]) for t in tasks}
+    settings = {
+        t: {**method.hparams, **points[chosen[t][0]], "alpha": chosen[t][1]} for t in tasks
+    }
+    if not test:
+        return rows, settings
 
-    test: Scores = {}
+    scores_test: Scores = {}
     for i, alpha in sorted(set(chosen.values()), key=candidates.index):
         setting = {**method.hparams, **points[i], "alpha": alpha}
         these = [t for t in tasks if chosen[t] == (i, alpha)]
         scores = scorer.scores(method.fn, setting, lambda i=i: output(i), alpha, "test", these)
-        test.update(scores)
+        scores_test.update(scores)
         rows += [r for r in rows_for(setting, "test", scores) if r.task != AVERAGE]
     if method.select == "joint":
         i, alpha = chosen[tasks[0]]
         summary = {**method.hparams, **points[i], "alpha": alpha}
     else:
         summary = {**method.hparams, **{k: "per_task" for k in [*method.search, "alpha"]}}
-    rows += [r for r in rows_for(summary, "test", test) if r.task == AVERAGE]
-    return rows
+    rows += [r for r in rows_for(summary, "test", scores_test) if r.task == AVERAGE]
+    return rows, settings

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from evaluation.files import atomic_path
+from evaluation.cache import atomic_path
 
 COLUMNS = (
     "run",

@@ -1,63 +1,81 @@
-"""A CLIP zoo: one pretrained model and one fine-tuned image encoder per task.
+"""The zoo interfaces, one per regime. A zoo is built from its config (``conf/model/*.yaml``,
+``_target_``): data (architecture, checkpoint ids) plus one loader per family, in a family
+package ``evaluation/<family>/``. The core names no family.
 
-A zoo is data (architecture, checkpoint ids, task list) plus one loader per family;
-every loader returns a :class:`ClipZoo`, which is all the task-vector pipeline needs.
+* Task-vector regime (:class:`TaskVectorZoo`): ``zoo.load(benchmark, tasks, env)`` returns
+  :class:`Experts`: the pretrained weights ``theta_0`` of the merged part, one expert per
+  task, the parameter counts for the storage column, and an evaluator factory, so the
+  protocol never assumes a model type (image encoder + head, T5 + rank classification).
+* Different-initialisation regime (:class:`InitZoo`): ``zoo.load(benchmark, setting, env)``
+  returns base models trained from different seeds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
-from torch import nn
 
-StateDict = Mapping[str, torch.Tensor]
+from evaluation.benchmark import Benchmark, Task
+
+Tensor = torch.Tensor
+StateDict = Mapping[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Env:
+    """Where and how a run computes: cache root, device (``cpu``, ``cuda``, ``cuda:N``) and
+    whether progress bars are shown."""
+
+    cache_dir: Path
+    device: str = "cpu"
+    progress: bool = False
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Scores ``theta_0 + alpha * tau`` on a task's split without re-merging."""
+
+    def load(self, tau: StateDict | None, alpha: float = 1.0) -> None:
+        """Set the model's merged part to ``theta_0 + alpha * tau`` (``None``: ``theta_0``)."""
+
+    def accuracy(self, task: str, split: str) -> float:
+        """The benchmark's metric (%, e.g. top-1 accuracy) of the loaded weights."""
 
 
 @dataclass
-class ClipZoo:
-    """Pretrained CLIP plus per-task expert image encoders.
+class Experts:
+    """A loaded task-vector zoo.
 
-    ``model`` is the pretrained open_clip model (text tower included, for heads);
-    ``pretrained`` and each ``experts[task]`` are state dicts of ``model.visual``
-    (lazy mappings allowed). ``preprocess`` maps a batch of raw images, as the
-    benchmark delivers them, to model input.
+    ``pretrained`` and each ``experts[task]`` are state dicts of the merged part (lazy
+    mappings allowed); ``param_counts = (N, N_m)``: parameters of the stored model and of
+    the merged part (:mod:`merging.storage`); ``evaluator(tasks, batch_size, env)`` scores
+    merged weights on the benchmark the zoo was loaded for.
     """
 
     name: str
-    model: nn.Module
-    tokenizer: Callable[[list[str]], torch.Tensor]
-    preprocess: Callable[[torch.Tensor], torch.Tensor]
     pretrained: StateDict
     experts: Mapping[str, StateDict]
-
-    @property
-    def image_encoder(self) -> nn.Module:
-        return self.model.visual
-
-    @property
-    def image_size(self) -> int:
-        size = self.model.visual.image_size
-        return int(size[0] if isinstance(size, tuple | list) else size)
+    param_counts: tuple[int, int]
+    evaluator: Callable[[Sequence[Task], int, Env], Evaluator]
 
 
-ZOO_LOADERS = ("sandbox", "open_clip")
+@runtime_checkable
+class TaskVectorZoo(Protocol):
+    """A pretrained model and experts fine-tuned from it, one per task."""
+
+    name: str
+
+    def load(self, benchmark: Benchmark, tasks: Sequence[Task], env: Env) -> Experts: ...
 
 
-def load_zoo(
-    cfg: Mapping[str, object], task_names: list[str], cache_dir, progress: bool = True
-) -> ClipZoo:
-    """The zoo named by ``cfg.loader`` for ``task_names`` (one loader per family)."""
-    loader = cfg.get("loader")
-    if loader == "sandbox":
-        from evaluation.sandbox.zoo import load_sandbox_clip
+@runtime_checkable
+class InitZoo(Protocol):
+    """Base models of one architecture trained from different initialisations."""
 
-        return load_sandbox_clip(task_names, cache_dir, cfg.get("recipe") or {}, progress)
-    if loader == "open_clip":
-        from evaluation.clip.zoo import load_clip_zoo
+    name: str
 
-        return load_clip_zoo(cfg, task_names, cache_dir, progress)
-    raise ValueError(
-        f"model {cfg.get('name')!r}: unknown zoo loader {loader!r}; valid: {', '.join(ZOO_LOADERS)}"
-    )
+    def load(self, benchmark: Any, setting: str, env: Env) -> Any: ...

@@ -37,7 +37,7 @@ from evaluation.clip.datasets import load_split, split_images
 from evaluation.clip.tasks import get_spec
 from evaluation.clip.zoo import load_pretrained
 from evaluation.evaluate import Evaluator
-from evaluation.files import atomic_path, atomic_write_text, cache_root
+from evaluation.cache import atomic_path, atomic_write_text, cache_root
 from evaluation.heads import cached_zeroshot_head
 from experiments.loggers import NullLogger, make_logger
 from experiments.run import resolve_device

@@ -1,7 +1,8 @@
-"""Experiment loggers selected by the ``logger`` config group: W&B or none.
+"""Experiment loggers, built from the ``logger`` config group with ``hydra.utils.instantiate``
+(the run passes ``run_dir``, ``name`` and ``config``): W&B or none.
 
-W&B runs offline by default (no account or network needed; ``wandb sync`` uploads
-later); ``logger.mode=online`` logs live.
+W&B runs offline unless ``$WANDB_MODE`` or ``logger.mode`` says otherwise (no account or
+network needed; ``wandb sync`` uploads later); ``logger.mode=online`` logs live.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from typing import Any
 
 import pandas as pd
 
+MODES = ("offline", "online", "disabled")
+
 
 class NullLogger:
     """Logs nothing (``logger=none``)."""
+
+    def __init__(self, **run: Any) -> None:
+        pass
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         pass
@@ -22,8 +28,8 @@ class NullLogger:
     def log_table(self, name: str, frame: pd.DataFrame) -> None:
         pass
 
-    def finish(self) -> None:
-        pass
+    def finish(self, failed: bool = False) -> None:
+        """End the run, marked failed if ``failed`` (an exception or interrupt)."""
 
 
 class WandbLogger(NullLogger):
@@ -34,13 +40,18 @@ class WandbLogger(NullLogger):
         run_dir: Path,
         name: str,
         config: Mapping[str, Any],
-        project: str,
-        mode: str,
+        project: str = "mergelab",
+        mode: str | None = None,
         entity: str | None = None,
         tags: list[str] | None = None,
     ) -> None:
+        import os
+
         import wandb
 
+        mode = mode or os.environ.get("WANDB_MODE") or "offline"
+        if mode not in MODES:
+            raise ValueError(f"logger.mode must be one of {', '.join(MODES)}, got {mode!r}")
         self._wandb = wandb
         self.run = wandb.init(
             project=project,
@@ -49,7 +60,7 @@ class WandbLogger(NullLogger):
             dir=str(run_dir),
             config=dict(config),
             mode=mode,
-            tags=tags,
+            tags=list(tags or []),
             reinit="create_new",
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
         )
@@ -60,26 +71,5 @@ class WandbLogger(NullLogger):
     def log_table(self, name: str, frame: pd.DataFrame) -> None:
         self.run.log({name: self._wandb.Table(dataframe=frame.reset_index(drop=True))})
 
-    def finish(self) -> None:
-        self.run.finish()
-
-
-def make_logger(cfg: Mapping[str, Any], run_dir: Path, name: str, config: Mapping[str, Any]):
-    """The logger named by ``cfg.kind`` (``wandb`` or ``none``)."""
-    kind = cfg.get("kind", "none")
-    if kind == "none":
-        return NullLogger()
-    if kind == "wandb":
-        mode = cfg.get("mode", "offline")
-        if mode not in ("offline", "online", "disabled"):
-            raise ValueError(f"logger.mode must be offline, online or disabled, got {mode!r}")
-        return WandbLogger(
-            run_dir,
-            name,
-            config,
-            project=cfg.get("project", "mergelab"),
-            mode=mode,
-            entity=cfg.get("entity"),
-            tags=list(cfg.get("tags") or []),
-        )
-    raise ValueError(f"unknown logger kind {kind!r}; valid: wandb, none")
+    def finish(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)

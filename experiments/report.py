@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from evaluation.files import atomic_write_text
+from evaluation.cache import atomic_write_text
 from evaluation.results import AVERAGE, read_rows
 from experiments.loggers import make_logger
 from experiments.tables import markdown

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from evaluation.files import cache_root
+from evaluation.cache import cache_root
 from experiments.pipelines.different_init import check_zoo_config, zoos
 from experiments.run import resolve_device
 

@@ -1,14 +1,16 @@
-"""mergelab's merge methods: pure tensor code over task vectors (torch, numpy, scipy only).
+"""mergelab's merge methods, both regimes: pure tensor code (torch, numpy, scipy only).
 
 >>> from merging import merge, TaskVector
 >>> taus = [TaskVector(ft, pretrained) for ft in finetuned_models]
->>> tau = merge("ties", taus, k=0.2)          # merged task vector, unscaled
+>>> tau = merge("ties", taus, density=0.2)    # merged task vector, unscaled
 >>> theta = apply_task_vector(pretrained, tau, alpha=0.4)
+
+Models trained from different initialisations: ``merge_models(name, context, ...)``.
 """
 
 from merging.masks import PackedMask, pack_masks, storage_bits, unpack_masks
 from merging.methods.tall_masks import tall_masks_of
-from merging.registry import METHODS, MethodSpec, merge, merge_method, method_spec
+from merging.registry import METHODS, MethodSpec, merge, merge_method, merge_models, method_spec
 from merging.streaming import TaskVectors
 from merging.task_vectors import TaskVector, apply_task_vector
 
@@ -21,6 +23,7 @@ __all__ = [
     "apply_task_vector",
     "merge",
     "merge_method",
+    "merge_models",
     "method_spec",
     "pack_masks",
     "storage_bits",

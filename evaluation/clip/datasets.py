@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from evaluation.benchmarks import SPLITS, Task
 from evaluation.clip.tasks import EMNIST_DIGITS, ORDERS, TASKS, TaskSpec, get_spec
-from evaluation.files import cache_root
+from evaluation.cache import cache_root
 from evaluation.splits import VAL_FRACTION, VAL_MAX, VAL_SEED, train_val_indices
 
 CACHE_VERSION = 1  # bump when decoding or resizing changes

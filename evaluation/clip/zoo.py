@@ -43,7 +43,7 @@ from evaluation.clip.checkpoints import (
     visual_from_open_clip,
 )
 from evaluation.clip.tasks import get_spec
-from evaluation.files import atomic_path, cache_root
+from evaluation.cache import atomic_path, cache_root
 from evaluation.sandbox.zoo import SafetensorsState
 from evaluation.zoo import ClipZoo
 

@@ -27,7 +27,7 @@ from torch import nn
 from evaluation.cnn.data import ImageData, model_subsets
 from evaluation.cnn.models import build_model
 from evaluation.cnn.train import TrainRecipe, accuracy, test_logits, train_model
-from evaluation.files import atomic_path, atomic_write_text
+from evaluation.cache import atomic_path, atomic_write_text
 
 FORMAT = 1  # bump when a code change alters what a recipe trains
 State = dict[str, torch.Tensor]

@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from evaluation.files import atomic_path, cache_root
+from evaluation.cache import atomic_path, cache_root
 from evaluation.sandbox.tasks import IMAGE_SIZE, get_task
 from evaluation.splits import train_val_indices
 

@@ -42,7 +42,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from evaluation.files import atomic_path, atomic_write_text, cache_root
+from evaluation.cache import atomic_path, atomic_write_text, cache_root
 from evaluation.heads import zeroshot_head
 from evaluation.sandbox.data import DATA_VERSION, load_split, stable_seed, tensor_digest
 from evaluation.sandbox.tasks import IMAGE_SIZE, TASKS, Task, get_task

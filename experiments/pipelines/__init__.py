@@ -1,13 +1,28 @@
-"""Pipelines by model family: ``validate(cfg)``, ``run(cfg, ctx) -> rows``, ``table(frame)``."""
+"""Pipelines, one per regime, chosen by the ``pipeline`` config group and built with
+``hydra.utils.instantiate``: ``task_vectors`` and ``different_init``.
 
-import importlib
-from types import ModuleType
+The contract (:class:`Pipeline`): ``validate(cfg)`` raises, naming the key at fault,
+before any long computation; ``run(cfg, ctx)`` yields ``(unit, rows)`` as each unit of work
+(a method) finishes, so the entry point can write them to disk at once; ``table(frame)``
+turns the run's long-format rows into the paper-style table.
+"""
 
-PIPELINES = {"clip": "task_vectors", "cnn": "different_init"}
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from evaluation.results import Row
+from experiments.context import RunContext
 
 
-def pipeline_for(family: str | None) -> ModuleType:
-    """The pipeline module of a model family; unknown families list the valid ones."""
-    if family not in PIPELINES:
-        raise ValueError(f"unknown model family {family!r}; valid: {', '.join(PIPELINES)}")
-    return importlib.import_module(f"{__name__}.{PIPELINES[family]}")
+@runtime_checkable
+class Pipeline(Protocol):
+    def validate(self, cfg: DictConfig) -> None: ...
+
+    def run(self, cfg: DictConfig, ctx: RunContext) -> Iterator[tuple[str, list[Row]]]: ...
+
+    def table(self, frame: pd.DataFrame) -> pd.DataFrame: ...

@@ -1,106 +1,180 @@
-"""The task-vector pipeline: a CLIP zoo, merge methods, the TALL masks protocol.
+"""The task-vector pipeline: a zoo of experts fine-tuned from one pretrained model, merge
+methods, the TALL masks protocol (:mod:`evaluation.protocol`).
 
-``tau_t = theta_t - theta_0`` per task; each method merges the task vectors once per
-search point and is scored at every alpha without re-merging (evaluation.protocol).
+``tau_t = theta_t - theta_0`` per task; each method merges the task vectors once per search
+point and is scored at every alpha without re-merging. The zoo (``conf/model``) and the
+benchmark (``conf/benchmark``) are built with ``hydra.utils.instantiate``; the zoo supplies
+the evaluator, so any family (CLIP image encoders, T5, ...) runs through this code.
+
+Consensus with ``lam: from_tall_masks`` builds its masks at the lambda_t that the TALL-masks
+protocol selected per task on val for the same base (Wang et al., ICML 2024, as in the
+authors' code): from the run's own TALL-masks method with the same base options when it
+has one, else from a TALL-masks selection on val run for it; its result rows record the
+lambdas and where they came from.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pandas as pd
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from evaluation.benchmarks import benchmark_tasks, load_split
-from evaluation.evaluate import Evaluator
-from evaluation.heads import cached_zeroshot_head
-from evaluation.protocol import MethodConfig, Scorer, evaluate_method
+from evaluation.benchmark import Benchmark, Task
+from evaluation.protocol import Method, Scorer, evaluate_method
 from evaluation.results import AVERAGE, Row, hparams_key
-from evaluation.storage import clip_param_counts, storage_bits
-from evaluation.zoo import ZOO_LOADERS, load_zoo
+from evaluation.zoo import TaskVectorZoo
 from experiments.context import RunContext
-from merging import TaskVector, merge
+from merging import TaskVector, merge, method_spec
+from merging.storage import storage_bits
+
+FROM_TALL_MASKS = "from_tall_masks"  # Consensus' lam: the lambdas TALL masks chose on val
+TALL_GRID = [0.2, 0.3, 0.4, 0.5, 0.6]  # the paper's lambda grid
+BASE_OPTIONS = {"base": "base", "ties_density": "density", "agg": "agg"}  # consensus -> tall
 
 
-def method_configs(cfg: DictConfig) -> list[MethodConfig]:
-    methods = OmegaConf.to_container(cfg.method, resolve=True) or {}
-    if not methods:
+def methods_of(cfg: DictConfig) -> list[Method]:
+    """The configured methods, checked (names, options, distinct labels)."""
+    configs = OmegaConf.to_container(cfg.method, resolve=True) or {}
+    if not configs:
         raise ValueError("no method selected: pass method=<name> or method=[a,b,...]")
-    return [MethodConfig.from_config(key, value) for key, value in methods.items()]
+    methods = [Method.from_config(key, value) for key, value in configs.items()]
+    labels: dict[str, str] = {}
+    for m in methods:
+        if m.label in labels:
+            raise ValueError(
+                f"method.{m.key} and method.{labels[m.label]} share the label {m.label!r}: "
+                f"give one a distinct label (method.{m.key}.label=...)"
+            )
+        labels[m.label] = m.key
+    return methods
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check model, benchmark and methods before any long computation."""
-    if cfg.model.get("loader") not in ZOO_LOADERS:
-        raise ValueError(
-            f"model {cfg.model.get('name')!r}: unknown zoo loader {cfg.model.get('loader')!r}; "
-            f"valid: {', '.join(ZOO_LOADERS)}"
-        )
-    num_tasks = len(benchmark_tasks(cfg.benchmark))
-    for method in method_configs(cfg):
-        method.check_options(num_tasks)
+def _tall_base(method: Method) -> dict[str, Any]:
+    """The TALL-masks options of Consensus' base (``base``, and TIES' ``density``/``agg``)."""
+    spec = method_spec(method.fn).hparams
+    options = {k: method.hparams.get(k, spec.get(k)) for k in BASE_OPTIONS if k in spec}
+    out = {BASE_OPTIONS[k]: v for k, v in options.items()}
+    if out.get("base") != "ties":
+        out = {"base": out.get("base", "ta")}
+    return out
 
 
-def run(cfg: DictConfig, ctx: RunContext) -> list[Row]:
-    methods = method_configs(cfg)
-    tasks = benchmark_tasks(cfg.benchmark)
-    names = [t.name for t in tasks]
-    zoo = load_zoo(cfg.model, names, ctx.cache_dir, ctx.progress)
-    zoo.model.to(ctx.device)  # text tower too: heads are encoded on the device
-    heads = {
-        t.name: cached_zeroshot_head(
-            zoo.model, zoo.tokenizer, t.classnames, t.templates, ctx.cache_dir, zoo.name
-        )
-        for t in tasks
-    }
-    splits = {
-        (t.name, split): load_split(cfg.benchmark, t, split, ctx.cache_dir, zoo.image_size)
-        for t in tasks
-        for split in ("val", "test")
-    }
-    evaluator = Evaluator(
-        zoo.image_encoder,
-        zoo.pretrained,
-        heads,
-        splits,
-        zoo.preprocess,
-        batch_size=int(cfg.eval.batch_size),
-        device=ctx.device,
+def _tall_method_for(consensus: Method, methods: Sequence[Method]) -> Method:
+    """The run's TALL-masks method with Consensus' base options, else one built for it."""
+    base = _tall_base(consensus)
+    tall_defaults = method_spec("tall_masks").hparams
+    for m in methods:
+        if m.fn == "tall_masks" and "lam" in m.search:
+            options = {k: m.hparams.get(k, tall_defaults[k]) for k in base}
+            if options == base:
+                return m
+    return Method(
+        key=f"{consensus.key}.tall_masks",
+        label=f"TALL mask ({consensus.label})",
+        fn="tall_masks",
+        hparams=base,
+        search={"lam": TALL_GRID},
+        select="per_task",
     )
-    taus = [TaskVector(zoo.experts[name], zoo.pretrained) for name in names]
-    scorer = Scorer(evaluator, names)
-    expert = {
-        split: scorer.scores("finetuned", {}, lambda: merge("finetuned", taus), 1.0, split)
-        for split in ("val", "test")
-    }
-    make_row = functools.partial(Row, ctx.name, cfg.benchmark.name, cfg.model.name)
-    param_counts = clip_param_counts(zoo.model)
-    total = sum(len(m.grid()) * len(m.alphas) for m in methods)
-    rows: list[Row] = []
-    with tqdm(total=total, desc="methods x grid", disable=not ctx.progress) as bar:
-        for method in methods:
-            bar.set_postfix_str(method.label)
-            method_rows = evaluate_method(
-                method, taus, scorer, expert, make_row, device=ctx.device, on_point=bar.update
-            )
-            bits = storage_bits(method.fn, method.hparams, len(names), *param_counts)
-            method_rows.append(
-                make_row(
-                    method.label,
-                    hparams_key(method.hparams),
-                    AVERAGE,
-                    "test",
-                    "storage_gbit",
-                    bits / 1e9,
-                )
-            )
-            _log(ctx, method, method_rows)
-            rows += method_rows
-    return rows
 
 
-def _log(ctx: RunContext, method: MethodConfig, rows: list[Row]) -> None:
+class TaskVectorPipeline:
+    """The task-vector regime (:class:`experiments.pipelines.Pipeline`)."""
+
+    def validate(self, cfg: DictConfig) -> None:
+        """Check zoo, benchmark, methods and options before any long computation."""
+        zoo, benchmark = instantiate(cfg.model), instantiate(cfg.benchmark)
+        if not isinstance(zoo, TaskVectorZoo):
+            raise ValueError(
+                f"model {cfg.model.get('name')!r} is not a task-vector zoo; "
+                "for models trained from different initialisations use pipeline=different_init"
+            )
+        if not isinstance(benchmark, Benchmark):
+            raise ValueError(f"benchmark {cfg.benchmark.get('name')!r} is not a benchmark")
+        if int(cfg.eval.batch_size) < 1:
+            raise ValueError(f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}")
+        num_tasks = len(benchmark.tasks())
+        for method in methods_of(cfg):
+            late = {"lam": 0.4} if method.hparams.get("lam") == FROM_TALL_MASKS else {}
+            method.check_options(num_tasks, **late)
+
+    def run(self, cfg: DictConfig, ctx: RunContext) -> Iterator[tuple[str, list[Row]]]:
+        methods = methods_of(cfg)
+        if all(m.key in ctx.finished for m in methods):
+            yield from ((m.key, ctx.finished[m.key]) for m in methods)
+            return
+        zoo: TaskVectorZoo = instantiate(cfg.model)
+        benchmark: Benchmark = instantiate(cfg.benchmark)
+        tasks: list[Task] = benchmark.tasks()
+        names = [t.name for t in tasks]
+        experts = zoo.load(benchmark, tasks, ctx.env)
+        evaluator = experts.evaluator(tasks, int(cfg.eval.batch_size), ctx.env)
+        taus = [TaskVector(experts.experts[name], experts.pretrained) for name in names]
+        scorer = Scorer(evaluator, names)
+        expert = {
+            split: scorer.scores("finetuned", {}, lambda: merge("finetuned", taus), 1.0, split)
+            for split in ("val", "test")
+        }
+        make_row = functools.partial(Row, ctx.name, benchmark.name, cfg.model.name)
+        evaluate = functools.partial(evaluate_method, task_vectors=taus, scorer=scorer,
+                                     expert=expert, make_row=make_row, device=ctx.device)  # fmt: skip
+        total = sum(len(m.grid()) * len(m.alphas) for m in methods)
+        with tqdm(total=total, desc="methods x grid", disable=not ctx.progress) as bar:
+            for method in methods:
+                bar.set_postfix_str(method.label)
+                if method.key in ctx.finished:
+                    bar.update(len(method.grid()) * len(method.alphas))
+                    yield method.key, ctx.finished[method.key]
+                    continue
+                if method.hparams.get("lam") == FROM_TALL_MASKS:
+                    method = self._with_tall_lambdas(method, methods, evaluate, names)
+                rows, _ = evaluate(method, on_point=bar.update)
+                spec = method_spec(method.fn)
+                bits = storage_bits(spec.storage, len(names), *experts.param_counts)
+                rows.append(make_row(method.label, hparams_key(method.hparams), AVERAGE,
+                                     "test", "storage_gbit", bits / 1e9))  # fmt: skip
+                _log(ctx, method, rows)
+                yield method.key, rows
+
+    @staticmethod
+    def _with_tall_lambdas(
+        method: Method, methods: Sequence[Method], evaluate: Any, names: Sequence[str]
+    ) -> Method:
+        """``method`` with ``lam`` = the per-task lambdas TALL masks chose on val."""
+        tall = _tall_method_for(method, methods)
+        _, settings = evaluate(tall, test=False)  # memoised: free if TALL ran already
+        lams = [float(settings[name]["lam"]) for name in names]
+        source = tall.label if tall.key in {m.key for m in methods} else "own TALL selection"
+        return Method(
+            key=method.key, label=method.label, fn=method.fn,
+            hparams={**method.hparams, "lam": lams}, search=method.search,
+            select=method.select, alphas=method.alphas,
+            provenance={"lam_source": f"{source}, selected on val in this run"},
+        )  # fmt: skip
+
+    def table(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The paper-style table: one row per method, one column per task (test accuracy),
+        then the average absolute and average normalised accuracy."""
+        test = frame[frame.split == "test"]
+        methods = list(dict.fromkeys(test.method))
+        tasks = [t for t in dict.fromkeys(test.task) if t != AVERAGE]
+        acc = test[test.metric == "accuracy"].pivot_table(
+            index="method", columns="task", values="value", aggfunc="first"
+        )
+        norm = test[(test.metric == "normalized_accuracy") & (test.task == AVERAGE)]
+        out = acc.reindex(index=methods, columns=tasks)
+        out["avg abs"] = acc.reindex(methods)[AVERAGE]
+        out["avg norm"] = norm.set_index("method").reindex(methods)["value"]
+        out.index.name = "method"
+        return out
+
+
+def _log(ctx: RunContext, method: Method, rows: list[Row]) -> None:
     frame = pd.DataFrame([r.__dict__ for r in rows])
     test = frame[frame.split == "test"]
     ctx.logger.log_metrics(
@@ -110,19 +184,3 @@ def _log(ctx: RunContext, method: MethodConfig, rows: list[Row]) -> None:
     curve = val.pivot_table(index="hyperparameters", columns="metric", values="value", sort=False)
     ctx.logger.log_table(f"selection/{method.key}", curve.reset_index())
 
-
-def table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The paper-style table: one row per method, one column per task (test accuracy),
-    then the average absolute and average normalised accuracy."""
-    test = frame[frame.split == "test"]
-    methods = list(dict.fromkeys(test.method))
-    tasks = [t for t in dict.fromkeys(test.task) if t != AVERAGE]
-    acc = test[test.metric == "accuracy"].pivot_table(
-        index="method", columns="task", values="value", aggfunc="first"
-    )
-    norm = test[(test.metric == "normalized_accuracy") & (test.task == AVERAGE)]
-    out = acc.reindex(index=methods, columns=tasks)
-    out["avg abs"] = acc.reindex(methods)[AVERAGE]
-    out["avg norm"] = norm.set_index("method").reindex(methods)["value"]
-    out.index.name = "method"
-    return out

@@ -16,7 +16,13 @@ from merging.streaming import TaskVectors
 Tensor = torch.Tensor
 
 
-@merge_method("consensus", min_tasks=2)
+@merge_method(
+    "consensus",
+    label="Consensus TA",
+    reference="Wang et al., ICML 2024 (Consensus Merging); nik-dim/tall_masks",
+    storage="merged",
+    min_inputs=2,
+)
 def consensus(
     tvs: TaskVectors,
     *,

@@ -32,7 +32,12 @@ def drop_and_rescale(p: float, seed: int) -> Values:
     return values
 
 
-@merge_method("dare")
+@merge_method(
+    "dare",
+    label="DARE + TA",
+    reference="Yu et al., ICML 2024 (DARE)",
+    storage="merged",
+)
 def dare(
     tvs: TaskVectors,
     *,

@@ -17,7 +17,14 @@ def _elect(stacked: Tensor) -> tuple[Tensor, Tensor]:
     return tau_uni, masks
 
 
-@merge_method("emr", task_specific=True, min_tasks=2)
+@merge_method(
+    "emr",
+    label="EMR-Merging",
+    reference="Huang et al., NeurIPS 2024; harveyhuang18/EMR_Merging",
+    storage="masks_rescalers",
+    task_specific=True,
+    min_inputs=2,
+)
 def emr(tvs: TaskVectors) -> list[dict[str, Tensor]]:
     """One task vector per task, ``lambda_t * M_t * tau_uni`` (Huang et al.).
 

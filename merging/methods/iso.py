@@ -11,7 +11,12 @@ from merging.streaming import TaskVectors
 Tensor = torch.Tensor
 
 
-@merge_method("iso_c")
+@merge_method(
+    "iso_c",
+    label="Iso-C",
+    reference="Marczak et al., ICML 2025; danielm1405/iso-merging",
+    storage="merged",
+)
 def iso_c(tvs: TaskVectors) -> dict[str, Tensor]:
     """Isotropic merging in the common subspace (Iso-C), unscaled.
 
@@ -38,7 +43,12 @@ def _split_rank(rank: int, num_tasks: int, common_fraction: float) -> tuple[int,
     return rank - num_tasks * per_task, per_task
 
 
-@merge_method("iso_cts")
+@merge_method(
+    "iso_cts",
+    label="Iso-CTS",
+    reference="Marczak et al., ICML 2025; danielm1405/iso-merging",
+    storage="merged",
+)
 def iso_cts(tvs: TaskVectors, *, common_fraction: float = 0.8) -> dict[str, Tensor]:
     """Isotropic merging in common and task-specific subspaces (Iso-CTS), unscaled.
 

@@ -9,7 +9,13 @@ from merging.selection import topk_masks
 from merging.streaming import TaskVectors, summed
 
 
-@merge_method("magnitude_masking", task_specific=True)
+@merge_method(
+    "magnitude_masking",
+    label="Magnitude masking",
+    reference="Wang et al., ICML 2024 (baseline); nik-dim/tall_masks",
+    storage="masks",
+    task_specific=True,
+)
 def magnitude_masking(tvs: TaskVectors, *, k: float = 0.1) -> list[MaskedVector]:
     """Task ``t`` gets ``m_t * tau_MTL`` with ``tau_MTL = sum_t tau_t`` and ``m_t`` the mask
     of the top-``k`` fraction of ``|tau_t|``, globally over all of its parameters (exact,

@@ -32,7 +32,13 @@ class _StoredTask(Mapping[str, Tensor]):
         return len(self.tvs.keys)
 
 
-@merge_method("magnitude_pruning", task_specific=True)
+@merge_method(
+    "magnitude_pruning",
+    label="Magnitude pruning",
+    reference="Wang et al., ICML 2024 (baseline)",
+    storage="masks_lower_bound",
+    task_specific=True,
+)
 def magnitude_pruning(tvs: TaskVectors, *, k: float = 0.1) -> list[MaskedVector]:
     """Task ``t`` keeps its own top-``k`` fraction by magnitude, globally over all of its
     parameters: ``tau_t * 1{|tau_t| in the top k of |tau_t|}`` (exact, :mod:`merging.selection`).

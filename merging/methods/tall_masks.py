@@ -74,7 +74,14 @@ def tall_masks_of(
     return out
 
 
-@merge_method("tall_masks", task_specific=True, min_tasks=2)
+@merge_method(
+    "tall_masks",
+    label="TALL mask + TA",
+    reference="Wang et al., ICML 2024 (TALL masks); nik-dim/tall_masks",
+    storage="masks",
+    task_specific=True,
+    min_inputs=2,
+)
 def tall_masks(
     tvs: TaskVectors,
     *,

@@ -50,7 +50,12 @@ def ties_merger(
     return merge_key
 
 
-@merge_method("ties")
+@merge_method(
+    "ties",
+    label="TIES",
+    reference="Yadav et al., NeurIPS 2023; prateeky2806/ties-merging",
+    storage="merged",
+)
 def ties(tvs: TaskVectors, *, k: float = 0.2, agg: str = "mean") -> dict[str, Tensor]:
     """TIES: trim each ``tau_t`` to its top-``k`` fraction by magnitude, globally over all of
     its parameters (exact, see :mod:`merging.selection`); elect the sign of every weight by

@@ -31,7 +31,12 @@ def merge_matrices(
     )
 
 
-@merge_method("tsv")
+@merge_method(
+    "tsv",
+    label="TSV-M",
+    reference="Gargiulo et al., CVPR 2025; AntoAndGar/task_singular_vectors",
+    storage="merged",
+)
 def tsv(tvs: TaskVectors, *, fraction: float | None = None) -> dict[str, Tensor]:
     """Task Singular Vectors merge (TSV-M), unscaled.
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import evaluation.protocol as protocol
-from evaluation.protocol import MethodConfig, Scorer, evaluate_method
+from evaluation.protocol import Method, Scorer, evaluate_method
 from evaluation.results import Row
 from merging import merge_method
 
@@ -26,7 +26,7 @@ class ToyEvaluator:
         return 100.0 - 10.0 * abs(self.w - TARGETS[split][task])
 
 
-@merge_method("toy_scaled", task_specific=True)
+@merge_method("toy_scaled", label="Toy", reference="test stand-in", task_specific=True)
 def toy_scaled(tvs, *, lam: float = 1.0):
     return tvs.map_each(lambda key, taus: [lam * t for t in taus])
 
@@ -37,7 +37,7 @@ def run(method, monkeypatch=None):
         s: scorer.scores("finetuned", {}, lambda: [dict(t) for t in TAUS], 1.0, s)
         for s in ("val", "test")
     }
-    rows = evaluate_method(method, TAUS, scorer, expert, lambda *a: Row("r", "b", "m", *a))
+    rows, _ = evaluate_method(method, TAUS, scorer, expert, lambda *a: Row("r", "b", "m", *a))
     return rows, expert
 
 
@@ -47,7 +47,7 @@ def test_joint_selection_maximises_average_normalised_val_accuracy(monkeypatch):
     monkeypatch.setattr(
         protocol, "merge", lambda *a, **k: calls.append(a[0]) or real_merge(*a, **k)
     )
-    method = MethodConfig.from_config(
+    method = Method.from_config(
         "ta", {"label": "TA", "fn": "task_arithmetic", "alphas": [0.1 * i for i in range(1, 11)]}
     )
     rows, expert = run(method)
@@ -68,7 +68,7 @@ def test_joint_selection_maximises_average_normalised_val_accuracy(monkeypatch):
 
 
 def test_per_task_selection_with_ties_to_the_first_point():
-    method = MethodConfig.from_config(
+    method = Method.from_config(
         "toy", {"fn": "toy_scaled", "search": {"lam": [0.5, 1.0, 1.5]}, "select": "per_task"}
     )
     rows, _ = run(method)
@@ -87,12 +87,14 @@ def test_per_task_selection_with_ties_to_the_first_point():
     "cfg, match",
     [
         ({"fn": "nope"}, "unknown merge method 'nope'"),
-        ({"fn": "task_arithmetic", "hparams": {"k": 1}}, "no option 'k'"),
+        ({"fn": "task_arithmetic", "hparams": {"k": 1}}, "no option method.mine.hparams.k"),
+        ({"fn": "toy_scaled", "search": {"lamb": [1]}}, "no option method.mine.search.lamb"),
+        ({"fn": "toy_scaled", "alphas": []}, "method.mine.alphas is empty"),
+        ({"fn": "toy_scaled", "alphas": [-0.5]}, "method.mine.alphas must be positive"),
         ({"fn": "toy_scaled", "search": {"lam": []}}, "search.lam"),
         ({"fn": "toy_scaled", "select": "best"}, "select must be"),
-        ({"fn": "toy_scaled", "colour": 1}, "unknown field 'colour'"),
     ],
 )
 def test_bad_method_configs_name_the_config_and_option(cfg, match):
     with pytest.raises(ValueError, match=match):
-        MethodConfig.from_config("mine", cfg)
+        Method.from_config("mine", cfg)
