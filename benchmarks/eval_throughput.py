@@ -1,19 +1,19 @@
 """Evaluation throughput (images/s) of a ViT-B/32-sized CLIP image encoder, with and without
-the preprocessed-tensor cache of the CLIP benchmark (evaluation.clip.datasets).
+the preprocessed-tensor cache of the CLIP vision benchmark (evaluation.clip.datasets).
 
     .venv/bin/python benchmarks/eval_throughput.py [--images 256] [--batch 128] [--workers 2]
 
 Data: N photo-like JPEGs (smooth random images, 500x375 like a typical SUN397 / Cars photo)
 saved as a ``datasets`` DatasetDict, the form the hub loaders return. Model: open_clip's
 ViT-B-32 architecture, randomly initialised (nothing is downloaded), eval mode, with a
-10-class head; bf16 autocast on GPU, as the Evaluator. Measured on CPU, and on GPU if one is
+10-class head; bf16 autocast on GPU, as the ImageEvaluator. Measured on CPU, and on GPU if one is
 available:
 
 * without cache: every pass decodes and resizes each image (bicubic shortest side, centre
   crop, as open_clip's evaluation transform) in ``--workers`` DataLoader processes, then
   normalises and runs the encoder;
 * with cache: the split is read from the uint8 cache (``load_split``, memory-mapped) and
-  scored by the pipeline's ``Evaluator``;
+  scored by the CLIP zoos' ``ImageEvaluator`` (evaluation.clip.evaluator);
 * data path alone (no model): decode + resize vs reading the cache, and the one-time cost
   of building the cache.
 
@@ -39,12 +39,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.benchmarks import Task  # noqa: E402
 from evaluation.clip import datasets as clip_data  # noqa: E402
-from evaluation.clip.tasks import TASKS  # noqa: E402
-from evaluation.clip.zoo import normalise  # noqa: E402
-from evaluation.evaluate import Evaluator  # noqa: E402
-from evaluation.heads import ClassificationHead  # noqa: E402
+from evaluation.clip.benchmark import HubVisionBenchmark  # noqa: E402
+from evaluation.clip.evaluator import ImageEvaluator  # noqa: E402
+from evaluation.clip.heads import ClassificationHead  # noqa: E402
+from evaluation.clip.model import normalise  # noqa: E402
 
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -86,7 +85,7 @@ def model_rates(
     encoder = open_clip.create_model("ViT-B-32", device=device).visual.eval()
     head = ClassificationHead(torch.nn.functional.normalize(torch.randn(10, 512), dim=-1), 100.0)
     state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-    evaluator = Evaluator(
+    evaluator = ImageEvaluator(
         encoder, state, {"MNIST": head}, {("MNIST", "test"): (images, labels)},
         functools.partial(normalise, mean=MEAN, std=STD), batch_size=batch, device=device,
     )  # fmt: skip
@@ -122,15 +121,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="eval_throughput_"))
     source = photo_dataset(root / "data", args.images)
-    cfg = {"name": "throughput", "sources": {"MNIST": str(source)}}
-    task, size = Task("MNIST", TASKS["MNIST"].classnames, ("{}",)), 224
-    data = clip_data.split_images(cfg, TASKS["MNIST"], "test", size, root / "cache")
+    bench = HubVisionBenchmark(
+        name="throughput", task_names=["MNIST"], sources={"MNIST": str(source)}, decode_workers=0
+    )
+    (task,), size = bench.tasks(), 224
+    data = clip_data.split_images(bench.task_source("MNIST"), "test", size, root / "cache")
     print(
         f"{args.images} images 500x375 -> {size}px, batch {args.batch}, {args.workers} decoding "
         f"workers, {args.threads} torch threads, load average {os.getloadavg()[0]:.1f}"
     )
     start = time.perf_counter()
-    images, labels = clip_data.load_split(cfg, task, "test", root / "cache", size)
+    images, labels = bench.load_split(task, "test", root / "cache", size)
     build = time.perf_counter() - start
     print(f"cache build (one-time): {build:.1f} s = {args.images / build:.0f} images/s")
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from evaluation.zoo import Evaluator
 from evaluation.results import AVERAGE, Row, hparams_key
+from evaluation.zoo import Evaluator
 from merging import merge, method_spec
 
 SELECTIONS = ("joint", "per_task")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -28,21 +27,11 @@ def warmup_schedule(warmup: float, steps: int, decay: str = "cosine") -> Callabl
         if s < warmup:
             return (s + 1) / warmup
         if decay == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * ((s - warmup) / max(1, steps - warmup))))
+            # (pi (s - w)) / (S - w), in this order: bit-exact with the zoos built before
+            return 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
         return max(0.0, (steps - s) / max(1, steps - warmup))  # not 1 - progress: bit-exact
 
     return factor
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """AdamW for ``steps`` steps of ``batch_size``; lr warms up linearly, then cosine."""
-
-    steps: int
-    batch_size: int
-    lr: float
-    warmup: int
-    weight_decay: float
 
 
 def optimise(

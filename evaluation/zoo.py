@@ -53,7 +53,10 @@ class Experts:
     ``pretrained`` and each ``experts[task]`` are state dicts of the merged part (lazy
     mappings allowed); ``param_counts = (N, N_m)``: parameters of the stored model and of
     the merged part (:mod:`merging.storage`); ``evaluator(tasks, batch_size, env)`` scores
-    merged weights on the benchmark the zoo was loaded for.
+    merged weights on the benchmark the zoo was loaded for; ``unmerged_entries``: entries
+    that the authors' flattened checkpoints hold beyond the merged part and count in their
+    top-k (CLIP ``ImageEncoder``: the text-side entries; the option ``extra_entries:
+    from_zoo`` of the top-k methods reads it, see results/fidelity.md).
     """
 
     name: str
@@ -61,6 +64,7 @@ class Experts:
     experts: Mapping[str, StateDict]
     param_counts: tuple[int, int]
     evaluator: Callable[[Sequence[Task], int, Env], Evaluator]
+    unmerged_entries: int = 0
 
 
 @runtime_checkable

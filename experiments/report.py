@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from evaluation.cache import atomic_write_text
 from evaluation.results import AVERAGE, read_rows
-from experiments.loggers import make_logger
+from experiments.loggers import NullLogger, WandbLogger
 from experiments.tables import markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,15 +129,16 @@ def report(
     for model, table in tables.items():
         lines += ["", f"## {model}", "", markdown(table).rstrip()]
     atomic_write_text(out, "\n".join(lines) + "\n")
-    logger = make_logger(
-        {"kind": logger_kind, "mode": wandb_mode}, out.parent, "reproduction-report",
-        {"inputs": [str(f) for f in files]},
-    )  # fmt: skip
+    run = {"run_dir": out.parent, "name": "reproduction-report",
+           "config": {"inputs": [str(f) for f in files]}}  # fmt: skip
+    logger = WandbLogger(**run, mode=wandb_mode) if logger_kind == "wandb" else NullLogger()
+    failed = True
     try:
         for model, table in tables.items():
             logger.log_table(f"reproduction/{model}", table.reset_index())
+        failed = False
     finally:
-        logger.finish()
+        logger.finish(failed=failed)
     return tables
 
 

@@ -82,7 +82,7 @@ def main(cfg: DictConfig) -> None:
     atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(config))
     env = Env(cache_root(cfg.cache_dir), resolve_device(str(cfg.device)), bool(cfg.progress))
     finished = finished_units(config, env.device, name) if cfg.resume else {}
-    logger = instantiate(cfg.logger, run_dir=run_dir, name=name, config=config)
+    logger = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, name=name, config=config)
     ctx = RunContext(name=name, run_dir=run_dir, logger=logger, env=env, finished=finished)
     failed = True
     try:

@@ -8,7 +8,8 @@ networks used throughout Git Re-Basin, ZipIt!, CCA Merge and NP Merge.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import copy
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice
 
@@ -103,6 +104,24 @@ def reset_batchnorm(
     if seen == 0:
         raise ValueError("reset_batchnorm: `batches` yielded no data")
     return model
+
+
+def recompute_batchnorm_state(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    batches: Batches,
+    num_batches: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """``state`` with its BatchNorm statistics re-estimated on ``batches`` by
+    :func:`reset_batchnorm`, run on a copy of ``model`` (the architecture) loaded with
+    ``state``; ``state`` is returned as is when the model has no BatchNorm."""
+    if not batchnorm_layers(model):
+        return dict(state)
+    work = copy.deepcopy(model)
+    work.load_state_dict({k: state[k] for k in work.state_dict()})
+    reset_batchnorm(work, batches, num_batches)
+    fresh = work.state_dict()
+    return {k: fresh[k].to(v.device) if k in fresh else v for k, v in state.items()}
 
 
 def channel_moments(

@@ -66,17 +66,28 @@ def storage_bits(packed: Mapping[str, PackedMask]) -> int:
 
 
 class MaskedVector(Mapping[str, Tensor]):
-    """The task vector ``m * tau``: ``vector[key]`` where the packed mask ``masks[key]`` is
-    set and 0 elsewhere, built when a key is read; keys without a mask read ``vector``."""
+    """The task vector ``scale * m * tau``: ``vector[key]`` where the packed mask
+    ``masks[key]`` is set and 0 elsewhere, times ``scale``, built when a key is read (in
+    ``dtypes[key]`` if given: a vector kept in float32 is served in its input dtype); keys
+    without a mask read ``vector`` as it is."""
 
-    def __init__(self, vector: Mapping[str, Tensor], masks: Mapping[str, PackedMask]) -> None:
-        self.vector, self.masks = vector, masks
+    def __init__(
+        self,
+        vector: Mapping[str, Tensor],
+        masks: Mapping[str, PackedMask],
+        scale: float = 1.0,
+        dtypes: Mapping[str, torch.dtype] | None = None,
+    ) -> None:
+        self.vector, self.masks, self.scale, self.dtypes = vector, masks, scale, dtypes
 
     def __getitem__(self, key: str) -> Tensor:
         x = self.vector[key]
         if key not in self.masks:
             return x
-        return x.masked_fill(~unpack_mask(self.masks[key], key).to(x.device), 0)
+        x = x.masked_fill(~unpack_mask(self.masks[key], key).to(x.device), 0)
+        if self.scale != 1.0:
+            x = x * self.scale
+        return x if self.dtypes is None else x.to(self.dtypes[key])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.vector)

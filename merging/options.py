@@ -1,8 +1,34 @@
-"""Range checks for merge hyperparameters, with errors that name the option."""
+"""Range checks for merge hyperparameters, with errors that name the option, and the named
+options that select an authors' code behaviour where it differs from the paper.
+
+Artefact options (issue 9; ``results/fidelity.md`` lists which presets use which). The
+default is what the method's paper defines; the other value is what the authors' code does:
+
+* ``topk_count`` (TIES, DARE + TIES, magnitude masking and pruning, TALL masks and
+  Consensus over TIES): ``"exact"`` keeps ``ceil(density * N)`` entries of the ``N`` merged
+  ones, ties at the threshold to the earliest; ``"authors"`` counts, as
+  ``topk_values_mask`` of nik-dim/tall_masks and prateeky2806/ties-merging does,
+  ``N + extra_entries`` entries (their flattened checkpoints hold ``extra_entries`` zeros
+  the merge never uses, e.g. CLIP's text tower in an image-encoder checkpoint) and keeps
+  every entry whose magnitude reaches the ``(int((N + extra) * density) + 1)``-th largest.
+* ``zero_sign`` (TIES and what uses it): ``"zero"`` leaves a weight whose summed trimmed
+  sign is exactly 0 at 0; ``"majority"`` gives it the majority sign of the whole vector
+  (``resolve_zero_signs`` of the TIES authors).
+* ``comparison`` (TALL masks, Consensus): ``"inclusive"``, ``|tau_t| >= lam |tau_MTL -
+  tau_t|`` (the paper's Eq.); ``"strict"``, ``>`` (the authors' ``generate_task_masks``).
+* ``rank_count`` (TSV-M): ``"at_least_one"`` keeps ``max(1, floor(r / T))`` triplets per
+  task; ``"authors"`` keeps ``int(r * (1 / T))``, zero (a zero matrix) when ``r < T``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
+
+TOPK_COUNTS = ("exact", "authors")
+ZERO_SIGNS = ("zero", "majority")
+COMPARISONS = ("inclusive", "strict")
+RANK_COUNTS = ("at_least_one", "authors")
 
 
 def fraction(name: str, value: float) -> float:
@@ -19,7 +45,15 @@ def probability(name: str, value: float) -> float:
     return float(value)
 
 
+def non_negative_int(name: str, value: int) -> int:
+    """A non-negative integer (``bool`` is refused)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+        raise ValueError(f"option {name!r} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 def choice(name: str, value: str, valid: Sequence[str]) -> str:
+    """``value`` if it is one of ``valid``."""
     if value not in valid:
         raise ValueError(
             f"option {name!r} must be one of {', '.join(map(repr, valid))}, got {value!r}"
@@ -29,6 +63,8 @@ def choice(name: str, value: str, valid: Sequence[str]) -> str:
 
 def per_task(name: str, value: float | Sequence[float], num_tasks: int) -> list[float]:
     """One non-negative float, or one per task, expanded to a list of ``num_tasks``."""
+    if isinstance(value, str):
+        raise ValueError(f"option {name!r} must be a number or one per task, got {value!r}")
     values = (
         [float(value)] * num_tasks if isinstance(value, int | float) else [float(v) for v in value]
     )

@@ -1,14 +1,22 @@
 """Exact global top-k of each task vector by magnitude, streamed key by key.
 
-For task ``t`` and kept fraction ``k``, :func:`topk_masks` selects exactly
-``n = ceil(k * N)`` entries of largest ``|tau_t|`` among all ``N`` float parameters of
-that task (a product ``k * N`` within 1e-9, relative, of an integer counts as that
-integer, so ``k = 0.2`` of 10 entries keeps 2, not 3 from float noise). Nothing is
-concatenated: the threshold is a radix select on the float32 bit patterns of ``|x|``
-(as int32 they are ordered like the magnitudes), with two 16-bit histogram passes over
-the keys. Entries equal to the threshold are kept in (key order, flat index within the
-key) order, earliest first, through a per-key tie quota, so masking a key is stateless
-and the same inputs always give the same selection.
+For task ``t`` and kept fraction ``density``, :func:`topk_masks` selects exactly
+``n = ceil(density * N)`` entries of largest ``|tau_t|`` among all ``N`` float parameters
+of that task (a product ``density * N`` within 1e-9, relative, of an integer counts as that
+integer, so ``0.2`` of 10 entries keeps 2, not 3 from float noise). Nothing is
+concatenated: the threshold is a radix select on the float32 bit patterns of ``|x|`` (as
+int32 they are ordered like the magnitudes), with two 16-bit histogram passes over the
+keys. Entries equal to the threshold are kept in (key order, flat index within the key)
+order, earliest first, through a per-key tie quota, so masking a key is stateless and the
+same inputs always give the same selection.
+
+``count="authors"`` counts as ``topk_values_mask`` of the TALL-masks and TIES authors
+(nik-dim/tall_masks, prateeky2806/ties-merging) does on its flattened checkpoint of
+``N + extra_entries`` entries, the extra ones zeros: the threshold is the
+``m``-th largest magnitude, ``m = int((N + extra_entries) * density) + 1`` (a truncated
+float product, plus one from their ``kthvalue(d - int(d K))`` and ``>=``), and every entry
+that reaches it is kept, ties included; ``m > N`` (the threshold is one of the extra zeros)
+keeps everything.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from merging.options import fraction
+from merging.options import TOPK_COUNTS, choice, fraction, non_negative_int
 from merging.streaming import TaskVectors
 
 Tensor = torch.Tensor
@@ -31,11 +39,18 @@ _HI_BINS = 1 << 15  # high 16 bits of a non-negative float32 (the sign bit is 0)
 _LO_BINS = 1 << 16  # low 16 bits
 
 
-def kept_count(k: float, n: int) -> int:
-    """``ceil(k * n)``, where a product within 1e-9 (relative) of an integer is that integer."""
-    x = k * n
+def kept_count(density: float, n: int) -> int:
+    """``ceil(density * n)``, where a product within 1e-9 (relative) of an integer is that
+    integer."""
+    x = density * n
     r = round(x)
     return int(r) if abs(x - r) <= 1e-9 * max(1.0, x) else math.ceil(x)
+
+
+def authors_kept_count(density: float, n: int, extra_entries: int = 0) -> int:
+    """``int((n + extra_entries) * density) + 1``: how many of the largest magnitudes the
+    authors' ``topk_values_mask`` keeps at least (every tie with the last one as well)."""
+    return int((n + extra_entries) * density) + 1
 
 
 def magnitude_bits(x: Tensor) -> Tensor:
@@ -47,7 +62,7 @@ def magnitude_bits(x: Tensor) -> Tensor:
 class TopK:
     """One task's global top-n: an entry is kept iff its magnitude bits exceed
     ``threshold``, or equal it and are among the first ``quotas[key]`` such entries of
-    ``key`` in flat order."""
+    ``key`` in flat order. ``kept`` of ``total`` entries are kept."""
 
     threshold: int
     quotas: dict[str, int]
@@ -75,14 +90,24 @@ def _top_bin(hist: Tensor, n: int) -> tuple[int, int]:
     return b, n - int(below[-1] - below[b])
 
 
-def topk_masks(tvs: TaskVectors, k: float, values: Values | None = None) -> list[TopK]:
-    """Each task's exact global top-``k`` fraction by magnitude (see the module docstring).
+def topk_masks(
+    tvs: TaskVectors,
+    density: float,
+    values: Values | None = None,
+    *,
+    count: str = "exact",
+    extra_entries: int = 0,
+) -> list[TopK]:
+    """Each task's global top-``density`` fraction by magnitude (see the module docstring;
+    ``count`` "exact" or "authors", ``extra_entries`` counted by "authors" only).
 
     Reads every task vector twice, key by key (one tensor at a time; the first pass
     checks shapes, dtypes and finiteness); ``values``, if given, transforms each tensor
-    before ranking and must be deterministic.
+    before ranking and must be deterministic. Raises ``ValueError`` naming the option.
     """
-    k = fraction("k", k)
+    density = fraction("density", density)
+    count = choice("topk_count", count, TOPK_COUNTS)
+    extra = non_negative_int("extra_entries", extra_entries)
     num_tasks, keys = len(tvs), tvs.float_keys
 
     def bits(t: int, key: str, checked: bool) -> Tensor:
@@ -96,16 +121,24 @@ def topk_masks(tvs: TaskVectors, k: float, values: Values | None = None) -> list
             b = bits(t, key, checked=True)
             hi[t] += torch.bincount(b >> 16, minlength=_HI_BINS)
         total += b.numel()
-    n = kept_count(k, total)
-    if n == total:  # keep everything (also when there is nothing to keep)
-        return [TopK(-1, {}, {}, n, total) for _ in range(num_tasks)]
-    return [_resolve(t, hi[t], n, total, bits, keys) for t in range(num_tasks)]
+    exact = count == "exact"
+    n = kept_count(density, total) if exact else authors_kept_count(density, total, extra)
+    if n >= total:  # keep everything (also when there is nothing to keep)
+        return [TopK(-1, {}, {}, total, total) for _ in range(num_tasks)]
+    return [_resolve(t, hi[t], n, total, bits, keys, exact) for t in range(num_tasks)]
 
 
 def _resolve(
-    t: int, hi: Tensor, n: int, total: int, bits: Callable[..., Tensor], keys: list[str]
+    t: int,
+    hi: Tensor,
+    n: int,
+    total: int,
+    bits: Callable[..., Tensor],
+    keys: list[str],
+    earliest_ties: bool,
 ) -> TopK:
-    """Second pass over task ``t``: the low 16 bits of the threshold and the tie quotas.
+    """Second pass over task ``t``: the low 16 bits of the threshold (the ``n``-th largest)
+    and the tie quotas: the earliest ties up to ``n`` entries, or every tie.
 
     Task by task, so the small per-key candidate counts are freed before the next task
     (interleaved with the large temporaries of many tasks they fragment the heap).
@@ -122,8 +155,9 @@ def _resolve(
             candidates[key] = (u, c)
     low_bin, tied_needed = _top_bin(lo, in_bin)
     quotas, ties = {}, {}
+    above = n - tied_needed
     for key, (u, c) in candidates.items():
         ties[key] = int(c[u == low_bin].sum())
-        quotas[key] = min(ties[key], tied_needed)
+        quotas[key] = min(ties[key], tied_needed) if earliest_ties else ties[key]
         tied_needed -= quotas[key]
-    return TopK((top_bin << 16) | low_bin, quotas, ties, n, total)
+    return TopK((top_bin << 16) | low_bin, quotas, ties, above + sum(quotas.values()), total)

@@ -1,10 +1,10 @@
-"""Data of the CLIP vision benchmark (benchmark ``loader: hub``), decoded once and cached.
+"""Data of the CLIP vision benchmark (:mod:`evaluation.clip.benchmark`), decoded once and
+cached.
 
-Where a task's data comes from: ``benchmark.sources[task]`` (a Hugging Face dataset id or a
-local path) if set, else ``<benchmark.data_root>/<task>`` if that exists, else the task's
-hub id (:mod:`evaluation.clip.tasks`). A local path is a directory written by
-``datasets``' ``save_to_disk`` (a DatasetDict, or one Dataset per split in
-``<path>/<split>``) or any directory ``load_dataset`` reads (parquet, imagefolder, ...).
+A task's data is read from its :class:`TaskSource` (the benchmark says which): a Hugging
+Face dataset id or a local path, a directory written by ``datasets``' ``save_to_disk`` (a
+DatasetDict, or one Dataset per split in ``<path>/<split>``) or any directory
+``load_dataset`` reads (parquet, imagefolder, ...).
 
 Splits (Wang et al., ICML 2024): ``val`` = a random 10% of the dataset's train split (at
 most 5000, seed 0; :func:`evaluation.splits.train_val_indices`), ``train`` = the rest of it,
@@ -16,20 +16,21 @@ uint8 result (N, 3, S, S) is written to ``<cache>/clip_data/<task>/<split>-<S>px
 (``images.npy``, ``labels.npy``, ``meta.json``; built in a temporary directory and renamed
 into place, so a half-written cache is never read) and every later call, in this run or
 another, maps it from disk. The key hashes the data source, its revision, the split
-recipe and S. ``ClipZoo.preprocess`` does the rest (scale to [0, 1], CLIP mean and std).
+recipe and S. :func:`evaluation.clip.model.normalise` does the rest (scale to [0, 1], CLIP
+mean and std).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,42 +40,22 @@ from PIL import Image
 from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 from tqdm.auto import tqdm
 
-from evaluation.benchmarks import SPLITS, Task
-from evaluation.clip.tasks import EMNIST_DIGITS, ORDERS, TASKS, TaskSpec, get_spec
-from evaluation.cache import cache_root
+from evaluation.benchmark import check_split
+from evaluation.cache import cache_root, json_digest
+from evaluation.clip.tasks import EMNIST_DIGITS, DatasetSpec
 from evaluation.splits import VAL_FRACTION, VAL_MAX, VAL_SEED, train_val_indices
 
 CACHE_VERSION = 1  # bump when decoding or resizing changes
-PER_TASK_KEYS = ("sources", "revisions")
 
 
-def task_order(cfg: Mapping[str, Any]) -> list[Task]:
-    """The benchmark's task order: ``cfg.tasks`` if given, else ``ORDERS[cfg.order]``."""
-    where = f"benchmark {cfg.get('name')!r}"
-    order = cfg.get("order", "tall")
-    if order not in ORDERS:
-        raise ValueError(f"{where}: unknown order {order!r}; valid: {', '.join(ORDERS)}")
-    names = list(cfg.get("tasks") or ORDERS[order])
-    if len(set(names)) != len(names):
-        raise ValueError(f"{where}: tasks list a task twice: {names}")
-    for key in ("tasks", *PER_TASK_KEYS):
-        unknown = sorted(set(cfg.get(key) or ()) - set(TASKS))
-        if unknown:
-            raise ValueError(
-                f"{where}: {key} names unknown task {unknown[0]!r}; valid: {', '.join(TASKS)}"
-            )
-    return [Task(s.name, s.classnames, s.templates) for s in map(get_spec, names)]
+@dataclass(frozen=True)
+class TaskSource:
+    """Where one task's data is read from: its spec, a hub dataset id or local path
+    (``source``) and the hub revision (None: the latest)."""
 
-
-def dataset_source(cfg: Mapping[str, Any], spec: TaskSpec) -> str:
-    """The hub id or local path that ``spec``'s data is read from under ``cfg``."""
-    sources = cfg.get("sources") or {}
-    if spec.name in sources:
-        return str(sources[spec.name])
-    root = cfg.get("data_root")
-    if root and (Path(root).expanduser() / spec.name).exists():
-        return str(Path(root).expanduser() / spec.name)
-    return spec.source
+    spec: DatasetSpec
+    source: str
+    revision: str | None = None
 
 
 def resize_center_crop(image: Image.Image, size: int) -> np.ndarray:
@@ -87,7 +68,7 @@ def resize_center_crop(image: Image.Image, size: int) -> np.ndarray:
 class _HubRows:
     """One split of a ``datasets.Dataset``: labels and decoded images by row index."""
 
-    def __init__(self, dataset: Any, spec: TaskSpec, where: str) -> None:
+    def __init__(self, dataset: Any, spec: DatasetSpec, where: str) -> None:
         from datasets import ClassLabel
 
         columns = dataset.column_names
@@ -132,7 +113,7 @@ def _normalised(name: str) -> str:
     return name.lower().replace("_", " ").replace("-", " ").strip()
 
 
-def _check_classes(names: Sequence[str], spec: TaskSpec, where: str) -> None:
+def _check_classes(names: Sequence[str], spec: DatasetSpec, where: str) -> None:
     """The dataset's class labels must match the task's class names in number (and, when
     they are the same names, in order)."""
     if len(names) != len(spec.classnames):
@@ -149,7 +130,7 @@ def _check_classes(names: Sequence[str], spec: TaskSpec, where: str) -> None:
         )
 
 
-def _open_hub(source: str, spec: TaskSpec, split: str, revision: str | None) -> Any:
+def _open_hub(source: str, spec: DatasetSpec, split: str, revision: str | None) -> Any:
     import datasets
 
     path = Path(source).expanduser()
@@ -170,10 +151,9 @@ def _open_hub(source: str, spec: TaskSpec, split: str, revision: str | None) -> 
     return datasets.load_dataset(str(path), spec.config, split=split)
 
 
-def open_rows(cfg: Mapping[str, Any], spec: TaskSpec, hub_split: str, cache_dir: Path):
-    """The rows (``len``, ``labels``, ``image(i)``) of ``spec``'s dataset split ``hub_split``."""
-    source = dataset_source(cfg, spec)
-    revision = (cfg.get("revisions") or {}).get(spec.name)
+def open_rows(task: TaskSource, hub_split: str, cache_dir: Path):
+    """The rows (``len``, ``labels``, ``image(i)``) of ``task``'s dataset split ``hub_split``."""
+    spec, source, revision = task.spec, task.source, task.revision
     where = f"task {spec.name}: dataset {source!r} split {hub_split!r}"
     try:
         if source == EMNIST_DIGITS:  # torchvision downloads it from NIST once
@@ -206,14 +186,12 @@ class ResizedImages(torch.utils.data.Dataset):
         return image, int(self.rows.labels[j])
 
 
-def split_images(
-    cfg: Mapping[str, Any], spec: TaskSpec, split: str, size: int, cache_dir: Path
-) -> ResizedImages:
-    """The images of ``split`` (train, val or test) of ``spec``, decoded on access."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+def split_images(task: TaskSource, split: str, size: int, cache_dir: Path) -> ResizedImages:
+    """The images of ``split`` (train, val or test) of ``task``, decoded on access."""
+    check_split(split)
+    spec = task.spec
     hub_split = spec.test_split if split == "test" else spec.train_split
-    rows = open_rows(cfg, spec, hub_split, cache_dir)
+    rows = open_rows(task, hub_split, cache_dir)
     if split == "test":
         indices = np.arange(len(rows))
     else:
@@ -237,17 +215,16 @@ def _source_identity(source: str) -> str:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     stats = [(str(p.relative_to(path.parent)), p.stat().st_size, p.stat().st_mtime_ns)
              for p in files]  # fmt: skip
-    return f"{path.resolve()}:{hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]}"
+    return f"{path.resolve()}:{json_digest(stats)[:16]}"
 
 
-def cache_path(
-    cfg: Mapping[str, Any], spec: TaskSpec, split: str, size: int, cache_dir: Path
-) -> Path:
+def cache_path(task: TaskSource, split: str, size: int, cache_dir: Path) -> Path:
     """The cache directory of one decoded split (see the module docstring)."""
+    spec = task.spec
     recipe = {
         "version": CACHE_VERSION,
-        "source": _source_identity(dataset_source(cfg, spec)),
-        "revision": (cfg.get("revisions") or {}).get(spec.name),
+        "source": _source_identity(task.source),
+        "revision": task.revision,
         "config": spec.config,
         "hub_split": spec.test_split if split == "test" else spec.train_split,
         "columns": [spec.image_column, spec.label_column],
@@ -255,7 +232,7 @@ def cache_path(
         "val": [VAL_FRACTION, VAL_MAX, VAL_SEED],
         "size": size,
     }
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    key = json_digest(recipe)[:16]
     return cache_root(cache_dir) / "clip_data" / spec.name / f"{split}-{size}px-{key}"
 
 
@@ -307,17 +284,17 @@ def _build(data: ResizedImages, path: Path, workers: int, where: str) -> None:
 
 
 def load_split(
-    cfg: Mapping[str, Any], task: Task, split: str, cache_dir: Path, image_size: int
+    task: TaskSource, split: str, cache_dir: Path, image_size: int, decode_workers: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (N, 3, S, S), memory-mapped from the cache, and int64 labels."""
-    spec = get_spec(task.name)
-    path = cache_path(cfg, spec, split, image_size, cache_dir)
+    """uint8 images (N, 3, S, S), memory-mapped from the cache, and int64 labels; a split
+    not cached yet is decoded by ``decode_workers`` processes."""
+    path = cache_path(task, split, image_size, cache_dir)
     cached = _read(path, image_size)
     if cached is not None:
         return cached
-    data = split_images(cfg, spec, split, image_size, cache_dir)
-    _build(data, path, int(cfg.get("decode_workers", 0)), f"{spec.name} {split}")
+    data = split_images(task, split, image_size, cache_dir)
+    _build(data, path, decode_workers, f"{task.spec.name} {split}")
     cached = _read(path, image_size)
     if cached is None:
-        raise RuntimeError(f"task {spec.name}: the data cache {path} could not be written")
+        raise RuntimeError(f"task {task.spec.name}: the data cache {path} could not be written")
     return cached

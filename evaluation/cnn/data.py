@@ -12,7 +12,7 @@ shared between models in ``cross``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evaluation.cnn.config import HubImagesConfig, SandboxImagesConfig, Setting
+
+KINDS = ("same", "cross")
 IMAGE_KEYS = ("img", "image")
 LABEL_KEYS = ("label", "fine_label", "labels")
 
@@ -53,24 +56,44 @@ class ImageData:
         return (x.float().div(255) - self.mean[:, None, None]) / self.std[:, None, None]
 
 
-def load_data(cfg: Mapping[str, Any]) -> ImageData:
-    """The dataset ``cfg`` describes: ``kind: sandbox`` (generated) or ``kind: hf``
-    (``datasets``: ``hub_id``, or ``path`` to a local copy that stands in for it)."""
-    kind = cfg.get("kind")
-    if kind == "sandbox":
-        keys = ("num_classes", "image_size", "train_size", "test_size", "seed")
-        missing = [k for k in keys if k not in cfg]
-        if missing:
-            raise KeyError(f"benchmark.dataset (sandbox) is missing {missing[0]!r}")
-        return sandbox_data(cfg["name"], **{k: int(cfg[k]) for k in keys},
-                            noise=float(cfg.get("noise", 0.1)))  # fmt: skip
-    if kind == "hf":
-        return hf_data(
-            cfg["name"], hub_id=cfg.get("hub_id"), path=cfg.get("path"),
-            image_key=cfg.get("image_key"), label_key=cfg.get("label_key"),
-            train_split=cfg.get("train_split", "train"), test_split=cfg.get("test_split", "test"),
+@dataclass
+class SandboxImages(SandboxImagesConfig):
+    """Generated images (:func:`sandbox_data`) of ``benchmark.dataset`` (fields:
+    :class:`evaluation.cnn.config.SandboxImagesConfig`); ``load()`` draws them."""
+
+    def __post_init__(self) -> None:
+        for key in ("num_classes", "image_size", "train_size", "test_size"):
+            least = 2 if key == "num_classes" else 1
+            if getattr(self, key) < least:
+                raise ValueError(
+                    f"benchmark.dataset.{key} must be >= {least}, got {getattr(self, key)!r}"
+                )
+        if self.noise < 0:
+            raise ValueError(f"benchmark.dataset.noise must be >= 0, got {self.noise!r}")
+
+    def load(self) -> ImageData:
+        return sandbox_data(
+            self.name, self.num_classes, self.image_size, self.train_size, self.test_size,
+            self.seed, noise=self.noise,
         )  # fmt: skip
-    raise ValueError(f"benchmark.dataset.kind must be 'sandbox' or 'hf', got {kind!r}")
+
+
+@dataclass
+class HubImages(HubImagesConfig):
+    """An image dataset through ``datasets`` (:func:`hf_data`) of ``benchmark.dataset``
+    (fields: :class:`evaluation.cnn.config.HubImagesConfig`); ``load()`` reads it."""
+
+    def __post_init__(self) -> None:
+        if not (self.hub_id or self.path):
+            raise ValueError(f"benchmark.dataset ({self.name}) needs a hub_id or a local path")
+        if self.path and not Path(self.path).expanduser().exists():
+            raise ValueError(f"benchmark.dataset.path {self.path!r} does not exist")
+
+    def load(self) -> ImageData:
+        return hf_data(
+            self.name, hub_id=self.hub_id, path=self.path, image_key=self.image_key,
+            label_key=self.label_key, train_split=self.train_split, test_split=self.test_split,
+        )  # fmt: skip
 
 
 def sandbox_data(
@@ -196,35 +219,37 @@ def _to_tensors(split: Any, image_key: str, label_key: str, name: str) -> tuple[
     return x, torch.as_tensor(split[label_key], dtype=torch.int64)
 
 
-def check_setting(
-    setting: Mapping[str, Any], num_models: int, num_classes: int | None = None
-) -> None:
-    """Raise unless ``setting`` is ``{kind: same}`` or ``{kind: cross, major_fraction, seed}``
-    with ``1 / num_models <= major_fraction <= 1`` (and enough classes for the models)."""
-    kind = setting.get("kind")
-    if kind not in ("same", "cross"):
-        raise ValueError(f"kind must be 'same' or 'cross', got {kind!r}")
-    allowed = {"kind"} | ({"major_fraction", "seed"} if kind == "cross" else set())
-    unknown = sorted(set(setting) - allowed)
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} for kind {kind!r}")
-    major = float(setting.get("major_fraction", 0.8))
-    if kind == "cross" and not 1.0 / num_models <= major <= 1.0:
+def check_setting(setting: Setting, num_models: int, num_classes: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``setting`` is ``same`` (no options) or ``cross`` with
+    ``1 / num_models <= major_fraction <= 1`` (and enough classes for the models)."""
+    if setting.kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {setting.kind!r}")
+    if setting.kind == "same":
+        for key in ("major_fraction", "seed"):
+            if getattr(setting, key) is not None:
+                raise ValueError(f"{key} is an option of kind 'cross', not of kind 'same'")
+        return
+    major = _major_fraction(setting)
+    if not 1.0 / num_models <= major <= 1.0:
         raise ValueError(f"major_fraction must be in [1/{num_models}, 1], got {major}")
-    if kind == "cross" and num_classes is not None and num_classes < num_models:
+    if num_classes is not None and num_classes < num_models:
         raise ValueError(f"{num_classes} classes cannot be split over {num_models} models")
 
 
+def _major_fraction(setting: Setting) -> float:
+    return 0.8 if setting.major_fraction is None else float(setting.major_fraction)
+
+
 def model_subsets(
-    labels: torch.Tensor, num_classes: int, num_models: int, setting: Mapping[str, Any]
+    labels: torch.Tensor, num_classes: int, num_models: int, setting: Setting
 ) -> list[np.ndarray]:
     """Training indices of each base model under ``setting`` (see the module docstring)."""
     check_setting(setting, num_models, num_classes)
     n = len(labels)
-    if setting["kind"] == "same":
+    if setting.kind == "same":
         return [np.arange(n)] * num_models
-    major = float(setting.get("major_fraction", 0.8))
-    rng = np.random.default_rng(int(setting.get("seed", 0)))
+    major = _major_fraction(setting)
+    rng = np.random.default_rng(0 if setting.seed is None else setting.seed)
     group_of = np.empty(num_classes, dtype=np.int64)
     for g, classes in enumerate(np.array_split(rng.permutation(num_classes), num_models)):
         group_of[classes] = g

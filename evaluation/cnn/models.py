@@ -160,14 +160,19 @@ class VGG(nn.Module):
         return {f"conv{i}": [f"features.{idx + 2}"] for i, idx in enumerate(self._convs)}
 
 
+def check_architecture(arch: str, width: float) -> None:
+    """Raise ``ValueError`` naming ``model.arch`` or ``model.width`` if they are invalid."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"model.arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+    if not width > 0:
+        raise ValueError(f"model.width must be positive, got {width!r}")
+
+
 def build_model(cfg: Mapping[str, Any], num_classes: int, seed: int | None = None) -> nn.Module:
     """The architecture ``cfg.arch`` (resnet20, vgg11, vgg16) at ``cfg.width``; with ``seed``,
     its initialisation is drawn from that seed without touching the global RNG."""
     arch, width = cfg.get("arch"), float(cfg.get("width", 1.0))
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"model.arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
-    if width <= 0:
-        raise ValueError(f"model.width must be positive, got {width!r}")
+    check_architecture(arch, width)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)

@@ -1,20 +1,24 @@
 """The CNN zoo: base models trained from scratch with different seeds, built on first use.
 
-Cache layout (under ``<cache>/cnn_zoo/<data>-<arch>x<width>-<recipe hash>/``, one directory
-per architecture, dataset and training recipe): ``seed<i>-<indices hash>.safetensors`` per
-base model and ``manifest.json`` holding the recipe, its hash and, per model, its seed, the
-file's SHA-256 and its test accuracy. A model is reused when its entry matches the recipe
-and the file's checksum; a missing, corrupt or foreign file is retrained. Every file is
-written to a temporary name and renamed, and the manifest is rewritten after each model, so
-an interrupted build keeps the models already trained.
+``CnnZoo`` (``conf/model/{resnet20,vgg11,vgg16}.yaml``, schema ``model/cnn``) implements
+:class:`evaluation.zoo.InitZoo`: ``zoo.load(benchmark, setting, env)`` returns the
+:class:`BaseModels` of one data setting of a
+:class:`evaluation.cnn.benchmark.DifferentInitBenchmark`.
+
+Cache (:class:`evaluation.cache.Manifest`): ``<cache>/cnn_zoo/<data>-<arch>x<width>-<recipe
+hash>/`` per architecture, dataset and training recipe, holding
+``seed<i>-<training indices hash>.safetensors`` per base model and the manifest (recipe;
+per model its checksum, seed, number of training images and test accuracy). A model is
+reused when the manifest vouches for its file; a missing, corrupt or foreign file is
+retrained, identically (training is deterministic by seed), and the manifest is rewritten
+after each model, so an interrupted build keeps the models already trained.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,129 +28,107 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from evaluation.cnn.data import ImageData, model_subsets
-from evaluation.cnn.models import build_model
-from evaluation.cnn.train import TrainRecipe, accuracy, test_logits, train_model
-from evaluation.cache import atomic_path, atomic_write_text
+from evaluation.cache import Manifest, json_digest, locked
+from evaluation.cnn.benchmark import DifferentInitBenchmark
+from evaluation.cnn.config import CnnModelConfig
+from evaluation.cnn.data import model_subsets
+from evaluation.cnn.models import build_model, check_architecture
+from evaluation.cnn.train import train_model
+from evaluation.zoo import Env
+from merging.alignment import PermutationSpec
 
 FORMAT = 1  # bump when a code change alters what a recipe trains
 State = dict[str, torch.Tensor]
+log = logging.getLogger(__name__)
 
 
 @dataclass
-class CnnZoo:
-    """``num_models`` base models of one architecture on one dataset and setting."""
+class BaseModels:
+    """``states[i]``: base model ``i`` (seed ``i``) of one architecture, trained on the
+    training indices ``subsets[i]``; ``test_accuracy[i]``: its accuracy (%) when trained."""
 
-    arch: dict[str, Any]
+    arch: str
+    width: float
     num_classes: int
     states: list[State]
     subsets: list[np.ndarray]
     test_accuracy: list[float]
 
-    def model(self, state: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
-        """A fresh network of the zoo's architecture, loaded with ``state`` if given."""
-        net = build_model(self.arch, self.num_classes)
+    def network(self, state: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+        """A fresh network of the architecture in eval mode, loaded with ``state`` if given."""
+        net = build_model({"arch": self.arch, "width": self.width}, self.num_classes)
         if state is not None:
             net.load_state_dict(dict(state))
         return net.eval()
 
+    @property
+    def spec(self) -> PermutationSpec:
+        """The architecture's permutation symmetries."""
+        return PermutationSpec(self.network().permutation_axes())
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    @property
+    def activation_points(self) -> dict[str, list[str]]:
+        """Per permutation group, the modules whose outputs carry its features."""
+        return self.network().activation_points()
 
 
-def zoo_recipe(arch: Mapping[str, Any], data: ImageData, recipe: TrainRecipe) -> dict[str, Any]:
-    """Everything a cached model depends on besides its seed and training indices."""
-    return {
-        "format": FORMAT,
-        "arch": dict(arch),
-        "num_classes": data.num_classes,
-        "data": data.name,
-        "data_sha256": data.fingerprint(),
-        "training": dataclasses.asdict(recipe),
-    }
+@dataclass
+class CnnZoo(CnnModelConfig):
+    """A CNN architecture (``arch``: resnet20, vgg11, vgg16) at width multiplier ``width``
+    (fields: :class:`evaluation.cnn.config.CnnModelConfig`); ``name`` is the result rows'
+    model."""
 
+    def __post_init__(self) -> None:
+        check_architecture(self.arch, self.width)
 
-def load_zoo(
-    model_cfg: Mapping[str, Any],
-    data: ImageData,
-    setting: Mapping[str, Any],
-    num_models: int,
-    recipe: TrainRecipe,
-    cache_dir: str | Path,
-    *,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    log: Callable[[str], None] = print,
-) -> CnnZoo:
-    """Base models ``0..num_models-1`` (seed = index) under ``setting``, trained if not cached."""
-    if num_models < 1:
-        raise ValueError(f"benchmark.num_models must be at least 1, got {num_models}")
-    arch = {"arch": model_cfg["arch"], "width": float(model_cfg.get("width", 1.0))}
-    build_model(arch, data.num_classes)  # validates arch and width before any training
-    recipe_key = zoo_recipe(arch, data, recipe)
-    recipe_hash = _digest(recipe_key)
-    root = Path(
-        cache_dir, "cnn_zoo", f"{data.name}-{arch['arch']}x{arch['width']:g}-{recipe_hash[:12]}"
-    )
-    models = _read_models(root / "manifest.json", recipe_hash, log)
-    manifest = {"recipe": recipe_key, "recipe_hash": recipe_hash, "models": models}
-    subsets = model_subsets(data.train_y, data.num_classes, num_models, setting)
-    keys = [f"seed{seed}-{_digest(indices.tolist())[:16]}" for seed, indices in enumerate(subsets)]
-    states = []
-    for seed, (key, indices) in enumerate(zip(keys, subsets, strict=True)):
-        path = root / f"{key}.safetensors"
-        state = _load_checked(path, models.get(key), log)
-        if state is None:
-            net = build_model(arch, data.num_classes, seed=seed)
-            desc = f"train {root.name} seed {seed}"
-            train_model(
-                net, data, indices, recipe, seed=seed, device=device, progress=progress, desc=desc
+    def recipe(self, benchmark: DifferentInitBenchmark) -> dict[str, Any]:
+        """Everything a cached model depends on besides its seed and training indices."""
+        data = benchmark.data
+        return {
+            "format": FORMAT,
+            "arch": {"arch": self.arch, "width": float(self.width)},
+            "num_classes": data.num_classes,
+            "data": data.name,
+            "data_sha256": data.fingerprint(),
+            "training": dataclasses.asdict(benchmark.training),
+        }
+
+    def load(self, benchmark: DifferentInitBenchmark, setting: str, env: Env) -> BaseModels:
+        """Base models ``0..num_models-1`` (seed = index) of ``benchmark`` under its setting
+        ``setting``, trained on first use and cached under ``env.cache_dir``."""
+        if setting not in benchmark.settings:
+            raise KeyError(
+                f"benchmark {benchmark.name!r} has no setting {setting!r}; "
+                f"it has {', '.join(benchmark.settings)}"
             )
-            state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-            with atomic_path(path) as tmp:
-                save_file(state, str(tmp))
-            acc = accuracy(test_logits(net, data, device), data.test_y)
-            models[key] = {"file": path.name, "seed": seed, "train_samples": len(indices),
-                           "sha256": _file_sha256(path), "test_accuracy": acc}  # fmt: skip
-            atomic_write_text(
-                root / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True)
-            )
-            log(f"cnn zoo: trained {root.name}/{path.name}, test accuracy {acc:.1f}%")
-        states.append(state)
-    accuracies = [float(models[key]["test_accuracy"]) for key in keys]
-    return CnnZoo(arch, data.num_classes, states, subsets, accuracies)
-
-
-def _read_models(path: Path, recipe_hash: str, log: Callable[[str], None]) -> dict[str, Any]:
-    """The model entries of the manifest at ``path`` ({} if absent, unreadable or foreign)."""
-    if not path.exists():
-        return {}
-    try:
-        manifest = json.loads(path.read_text())
-        if manifest.get("recipe_hash") != recipe_hash:
-            raise ValueError("its recipe hash differs")
-        return dict(manifest["models"])
-    except (ValueError, KeyError, AttributeError, TypeError) as err:
-        log(f"cnn zoo: manifest {path} is unusable ({err}); its models will be retrained")
-        return {}
-
-
-def _load_checked(
-    path: Path, entry: Mapping[str, Any] | None, log: Callable[[str], None]
-) -> State | None:
-    """The state in ``path`` if the manifest lists it with this checksum, else None."""
-    if entry is None or not path.exists():
-        return None
-    if _file_sha256(path) != entry.get("sha256"):
-        log(f"cnn zoo: {path} does not match its manifest checksum (corrupt); retraining it")
-        return None
-    return load_file(str(path))
+        data, recipe = benchmark.data, self.recipe(benchmark)
+        subsets = model_subsets(
+            data.train_y, data.num_classes, benchmark.num_models, benchmark.settings[setting]
+        )
+        root = Path(
+            env.cache_dir, "cnn_zoo",
+            f"{data.name}-{self.arch}x{float(self.width):g}-{json_digest(recipe)[:12]}",
+        )  # fmt: skip
+        arch = {"arch": self.arch, "width": float(self.width)}
+        states, accuracies = [], []
+        with locked(root):
+            manifest = Manifest(root, recipe, "cnn zoo")
+            for seed, indices in enumerate(subsets):
+                name = f"seed{seed}-{json_digest(indices.tolist())[:16]}.safetensors"
+                if manifest.trusted(name):
+                    state = load_file(str(root / name))
+                else:
+                    net = build_model(arch, data.num_classes, seed=seed)
+                    desc = f"train {root.name} seed {seed}"
+                    train_model(net, data, indices, benchmark.training, seed=seed,
+                                device=env.device, progress=env.progress, desc=desc)  # fmt: skip
+                    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+                    acc = benchmark.accuracy(net, env.device)
+                    record = {"seed": seed, "train_samples": len(indices), "test_accuracy": acc}
+                    with manifest.writing(name, **record) as tmp:
+                        save_file(state, str(tmp))
+                    log.info("cnn zoo: trained %s/%s, test accuracy %.1f%%", root.name, name, acc)
+                states.append(state)
+                accuracies.append(float(manifest.files[name]["test_accuracy"]))
+        return BaseModels(self.arch, float(self.width), data.num_classes, states, subsets,
+                          accuracies)  # fmt: skip

@@ -1,10 +1,11 @@
-"""The sandbox benchmark: procedurally generated image-classification tasks.
+"""The sandbox tasks: procedurally generated image-classification tasks.
 
 Each task draws its own kind of image (glyphs, shapes, colours, textures, counts, layouts,
 ...) with nuisance variation (position, scale, rotation, colours, background blotches,
 pixel noise), so the tasks need different features, like the 8/14/20-task vision benchmark
-of Ilharco et al. (2023) and Wang et al. (ICML 2024). ``TASKS`` is in canonical order: the
-first 8 / 14 / 20 form sandbox8 / sandbox14 / sandbox20.
+of Ilharco et al. (2023) and Wang et al. (ICML 2024). :data:`GENERATORS` is in canonical
+order: the first 8 / 14 / 20 form sandbox8 / sandbox14 / sandbox20
+(:mod:`evaluation.sandbox.benchmark`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ Draw = Callable[[np.random.Generator, np.ndarray, int], np.ndarray]
 
 
 @dataclass(frozen=True)
-class Task:
-    """A sandbox task: class names and prompt templates for captions and zero-shot heads,
-    and ``draw(rng, labels, size)`` -> float images (N, size, size, 3) in [0, 1]."""
+class TaskGenerator:
+    """Generates a sandbox task's data: class names and prompt templates for captions and
+    zero-shot heads, and ``draw(rng, labels, size)`` -> float images (N, size, size, 3) in
+    [0, 1]."""
 
     name: str
     classnames: tuple[str, ...]
@@ -409,8 +411,8 @@ def _noise(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
 
 _NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
-TASKS: tuple[Task, ...] = (
-    Task(
+GENERATORS: tuple[TaskGenerator, ...] = (
+    TaskGenerator(
         "digits",
         _NUMBERS,
         (
@@ -421,25 +423,25 @@ TASKS: tuple[Task, ...] = (
         ),
         _glyph_task(list("0123456789")),
     ),
-    Task(
+    TaskGenerator(
         "shapes",
         tuple(d.SHAPES),
         ("a {}.", "a drawing of a {}.", "a {} shape.", "an image of a {}."),
         _shapes,
     ),
-    Task(
+    TaskGenerator(
         "colours",
         tuple(_COLOURS),
         ("something {}.", "a {} object.", "a {} shape on a grey background.", "the colour {}."),
         _colours,
     ),
-    Task(
+    TaskGenerator(
         "textures",
         ("striped", "checkered", "dotted", "grid", "zigzag", "wavy", "speckled", "plain"),
         ("a {} texture.", "a {} pattern.", "a photo of a {} surface.", "{} texture."),
         _textures,
     ),
-    Task(
+    TaskGenerator(
         "letters",
         tuple("abcdefghijklmnopqrstuvwxyz"),
         (
@@ -450,13 +452,13 @@ TASKS: tuple[Task, ...] = (
         ),
         _glyph_task(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")),
     ),
-    Task(
+    TaskGenerator(
         "counting",
         _NUMBERS[1:7],
         ("{} dots.", "a picture of {} dots.", "there are {} dots.", "a count of {} spots."),
         _counting,
     ),
-    Task(
+    TaskGenerator(
         "orientation",
         ("0 degrees", "30 degrees", "60 degrees", "90 degrees", "120 degrees", "150 degrees"),
         (
@@ -467,13 +469,13 @@ TASKS: tuple[Task, ...] = (
         ),
         _orientation,
     ),
-    Task(
+    TaskGenerator(
         "arrows",
         ("right", "down", "left", "up"),
         ("an arrow pointing {}.", "a {} arrow.", "a sign pointing {}.", "an arrow that points {}."),
         _arrows,
     ),
-    Task(
+    TaskGenerator(
         "positions",
         (
             "top left",
@@ -494,19 +496,19 @@ TASKS: tuple[Task, ...] = (
         ),
         _positions,
     ),
-    Task(
+    TaskGenerator(
         "faces",
         ("happy", "sad", "surprised", "neutral"),
         ("a {} face.", "a drawing of a {} face.", "someone looking {}.", "a face that looks {}."),
         _faces,
     ),
-    Task(
+    TaskGenerator(
         "sizes",
         ("tiny", "small", "medium", "large", "huge"),
         ("a {} shape.", "a {} object.", "a picture of something {}.", "a shape that is {}."),
         _sizes,
     ),
-    Task(
+    TaskGenerator(
         "seven_segment",
         _NUMBERS,
         (
@@ -517,13 +519,13 @@ TASKS: tuple[Task, ...] = (
         ),
         _seven_segment,
     ),
-    Task(
+    TaskGenerator(
         "brightness",
         ("very dark", "dark", "medium", "bright", "very bright"),
         ("a {} image.", "a {} picture.", "a photo that is {}.", "an image with {} light."),
         _brightness,
     ),
-    Task(
+    TaskGenerator(
         "gradients",
         ("right", "bottom right", "bottom", "bottom left", "left", "top left", "top", "top right"),
         (
@@ -534,7 +536,7 @@ TASKS: tuple[Task, ...] = (
         ),
         _gradients,
     ),
-    Task(
+    TaskGenerator(
         "dice",
         _NUMBERS[1:7],
         (
@@ -545,7 +547,7 @@ TASKS: tuple[Task, ...] = (
         ),
         _dice,
     ),
-    Task(
+    TaskGenerator(
         "thickness",
         ("hairline", "thin", "medium", "thick"),
         (
@@ -556,44 +558,36 @@ TASKS: tuple[Task, ...] = (
         ),
         _thickness,
     ),
-    Task(
+    TaskGenerator(
         "stripes",
         ("very wide", "wide", "medium", "narrow", "very narrow", "fine"),
         ("{} stripes.", "a pattern of {} stripes.", "a photo of {} bands.", "stripes that are {}."),
         _stripes,
     ),
-    Task(
+    TaskGenerator(
         "sentiment",
         ("negative", "positive"),
         ("a {} word.", "a word with {} sentiment.", "text that is {}.", "a {} message."),
         _sentiment,
     ),
-    Task(
+    TaskGenerator(
         "rotation",
         ("upright", "turned right", "upside down", "turned left"),
         ("a letter that is {}.", "an {} character.", "a {} letter.", "a glyph {}."),
         _rotation,
     ),
-    Task(
+    TaskGenerator(
         "noise",
         ("clean", "grainy", "noisy", "very noisy"),
         ("a {} image.", "a {} photo.", "a picture that is {}.", "a {} picture of shapes."),
         _noise,
     ),
 )
-_BY_NAME = {t.name: t for t in TASKS}
-SIZES = (8, 14, 20)  # sandbox8 / sandbox14 / sandbox20, as in the 8/14/20-task benchmark
+_BY_NAME = {g.name: g for g in GENERATORS}
 
 
-def benchmark_tasks(size: int) -> tuple[str, ...]:
-    """Names of the tasks of sandbox``size``: the first ``size`` tasks in canonical order."""
-    if size not in SIZES:
-        raise ValueError(f"no sandbox benchmark with {size!r} tasks; valid sizes: {SIZES}")
-    return tuple(t.name for t in TASKS[:size])
-
-
-def get_task(name: str) -> Task:
-    """The task called ``name``; an unknown name raises listing the valid ones."""
+def get_generator(name: str) -> TaskGenerator:
+    """The generator of task ``name``; an unknown name raises listing the valid ones."""
     try:
         return _BY_NAME[name]
     except KeyError:

@@ -1,10 +1,24 @@
 """The different-initialisation pipeline: base models trained from scratch with different
-seeds, merged by direct averaging, aligned averaging, ZipIt!, CCA Merge and NP Merge.
+seeds, merged by the registered ``models`` methods (direct and aligned averaging, ZipIt!,
+CCA Merge, NP Merge, the ensemble, the base models themselves).
 
-Per setting of ``cfg.benchmark.settings`` (``same`` / ``cross`` data), the zoo's
-``num_models`` base models are built or loaded from the cache; every selected method runs
-on the first ``k`` models for each ``k`` in its ``models`` list and is scored on the test
-split. Nothing is selected on data, so rows carry ``split="test"`` only.
+The zoo (``cfg.model``, an :class:`evaluation.zoo.InitZoo`) and the benchmark
+(``cfg.benchmark``) are built with ``hydra.utils.instantiate``. Per data setting of the
+benchmark (``same`` / ``cross``) the zoo's ``num_models`` base models are built or loaded;
+then every selected method (one unit of work; a unit the run has already finished is
+reused) merges the first ``k`` of them for each ``k`` in its ``models`` list,
+through :func:`merging.merge_models` on a :class:`merging.context.ModelContext`, and its
+output is scored on the test split: a state dict as the architecture's network, a module
+(the ensemble) by its own logits, a list of states one row per model (``model: i``).
+Nothing is selected on data, so rows carry ``split="test"`` only; their hyperparameters are
+``{"models": k, **hparams}``.
+
+What the pipeline uses of the built objects: ``zoo.load(benchmark, setting, env)`` returns
+base models with ``states``, ``network(state)``, ``spec`` and ``activation_points``; the
+benchmark has ``name``, ``num_models``, ``settings``, ``merge_data.seed``,
+``setting_name(s)``, ``merge_batches()``, ``train_batches(samples, batch_size, seed,
+shuffle=)``, ``train_size`` and ``accuracy(module, device)`` (e.g.
+:class:`evaluation.cnn.benchmark.DifferentInitBenchmark`).
 """
 
 from __future__ import annotations
@@ -13,27 +27,28 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
+from torch import nn
 
-from evaluation.cnn.data import ImageData, check_setting, load_data
-from evaluation.cnn.methods import METHODS, Merger, check_method
-from evaluation.cnn.models import ARCHITECTURES
-from evaluation.cnn.train import TrainRecipe, accuracy
-from evaluation.cnn.zoo import CnnZoo, load_zoo
 from evaluation.results import Row, hparams_key
+from evaluation.zoo import InitZoo
 from experiments.context import RunContext
+from merging import merge_models, method_spec
+from merging.context import ModelContext, standin_context
 
-FAMILY = "different_init"  # the ``family`` of this pipeline's benchmark and method configs
+BENCHMARK_NEEDS = ("num_models", "settings", "merge_data", "merge_batches", "accuracy")
 
 
 @dataclass(frozen=True)
-class MethodRun:
-    """One method config: ``fn`` on the first ``k`` models for each ``k`` in ``models``."""
+class ModelsMethod:
+    """One method config (``method.<key>``): ``fn`` on the first ``k`` base models for each
+    ``k`` in ``models``."""
 
     key: str
     label: str
@@ -41,162 +56,170 @@ class MethodRun:
     models: tuple[int, ...]
     hparams: dict[str, Any]
 
+    @classmethod
+    def from_config(cls, key: str, cfg: Mapping[str, Any], num_models: int) -> ModelsMethod:
+        """From a ``method.<key>`` config (schema ``experiments.config.MethodConfig``); errors
+        name the key path at fault."""
+        where = f"method.{key}"
+        try:
+            spec = method_spec(cfg["fn"])
+        except KeyError as err:
+            raise ValueError(f"{where}.fn: {err.args[0]}") from None
+        if spec.kind != "models":
+            raise ValueError(
+                f"{where}.fn: {spec.name!r} merges task vectors; this pipeline merges models "
+                "trained from different initialisations: choose pipeline=task_vectors"
+            )
+        if cfg.get("search"):
+            raise ValueError(
+                f"{where}.search: the different_init pipeline selects nothing on data; "
+                "give fixed values in hparams"
+            )
+        hparams = dict(cfg.get("hparams") or {})
+        try:
+            spec.check_options(hparams, f"{where}.hparams")
+        except TypeError as err:
+            raise ValueError(str(err)) from None
+        models = tuple(
+            dict.fromkeys(num_models if k == "all" else k for k in cfg.get("models") or [2])
+        )
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in models):
+            raise ValueError(f"{where}.models must list integers or 'all', got {list(models)}")
+        for k in models:
+            if not spec.min_inputs <= k <= num_models:
+                raise ValueError(
+                    f"{where}.models: cannot combine {k} models (from {spec.min_inputs} to "
+                    f"num_models={num_models})"
+                )
+        return cls(key, str(cfg.get("label") or spec.label), spec.name, models, hparams)
 
-def _container(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    def check_options(self) -> None:
+        """Merge a tiny stand-in context (:func:`merging.context.standin_context`) of ``k``
+        models for each ``k``, so that an out-of-range option fails, naming the option,
+        before any long computation."""
+        for k in self.models:
+            try:
+                merge_models(self.fn, standin_context(k), **self.hparams)
+            except (ValueError, TypeError, KeyError) as err:
+                message = err.args[0] if isinstance(err, KeyError) and err.args else err
+                raise ValueError(f"method.{self.key}: {message}") from None
 
 
-def method_runs(cfg: DictConfig) -> list[MethodRun]:
-    """The selected methods, checked against this benchmark's number of models."""
-    methods = _container(cfg.get("method")) or {}
+def methods_of(cfg: DictConfig, num_models: int) -> list[ModelsMethod]:
+    """The selected methods, checked against the benchmark's number of models."""
+    methods = OmegaConf.to_container(cfg.method, resolve=True) or {}
     if not methods:
         raise ValueError("no method selected: pass method=<name> or method=[a,b,...]")
-    num_models = int(cfg.benchmark.get("num_models", 0))
-    runs = []
-    for key, m in methods.items():
-        where = f"method config {key!r}"
-        if not isinstance(m, Mapping):
-            raise ValueError(f"{where} is not a mapping (label, fn, family, models, hparams)")
-        if m.get("family") != FAMILY:
-            raise ValueError(
-                f"{where} is not a {FAMILY!r} method (its family: {m.get('family')!r}); CNN "
-                f"models run methods of family {FAMILY!r} (fn: {', '.join(METHODS)})"
-            )
-        unknown = sorted(set(m) - {"label", "fn", "family", "models", "hparams"})
-        if unknown:
-            raise ValueError(f"{where}: unknown field {unknown[0]!r}")
-        models = tuple(
-            dict.fromkeys(num_models if k == "all" else k for k in m.get("models") or [2])
-        )
-        if not all(isinstance(k, int) for k in models):
-            raise ValueError(f"{where}: models must list integers or 'all', got {m['models']}")
-        if m.get("fn") == "base_models":
-            models = (1,)
-        hparams = dict(m.get("hparams") or {})
-        check_method(key, m.get("fn"), models, hparams, num_models)
-        runs.append(MethodRun(key, str(m.get("label", key)), m["fn"], models, hparams))
-    return runs
+    return [ModelsMethod.from_config(key, m, num_models) for key, m in methods.items()]
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check the model, benchmark and method configs before any data is loaded or trained."""
-    check_zoo_config(cfg.model, cfg.benchmark)
-    method_runs(cfg)
-
-
-def check_zoo_config(model: DictConfig, bench: DictConfig) -> None:
-    """Check the model and benchmark configs (what the zoo is built from)."""
-    problem = next(_problems(model, bench), None)
-    if problem:
-        raise ValueError(problem)
-
-
-def _problems(model: DictConfig, bench: DictConfig) -> Iterator[str]:
-    if model.get("family") != "cnn" or model.get("arch") not in ARCHITECTURES:
-        yield (
-            f"model {model.get('name')!r}: this pipeline needs family 'cnn' and model.arch in "
-            f"{', '.join(ARCHITECTURES)}, got {model.get('family')!r} / {model.get('arch')!r}"
-        )
-    if not float(model.get("width", 1.0)) > 0:
-        yield f"model.width must be positive, got {model.get('width')!r}"
-    if bench.get("family") != FAMILY:
-        yield (
-            f"benchmark {bench.get('name')!r} is not a {FAMILY!r} benchmark, which the CNN "
-            f"model {model.get('name')!r} needs: use e.g. +experiment=different_init_sandbox"
-        )
-        return
-    num_models = bench.get("num_models")
-    if not isinstance(num_models, int) or num_models < 1:
-        yield f"benchmark.num_models must be a positive integer, got {num_models!r}"
-        return
-    settings = _container(bench.get("settings")) or {}
-    if not settings:
-        yield f"benchmark {bench.name!r} has no settings (e.g. settings: {{same: {{kind: same}}}})"
-    for name, setting in settings.items():
+def build(cfg: DictConfig) -> tuple[InitZoo, Any]:
+    """The zoo and the benchmark of ``cfg``; an out-of-range value raises ``ValueError``
+    naming its key."""
+    built = []
+    for group in ("model", "benchmark"):
         try:
-            check_setting(setting, num_models)
-        except ValueError as err:
-            yield f"benchmark.settings.{name}: {err}"
-    dataset = bench.get("dataset") or {}
-    if dataset.get("kind") not in ("sandbox", "hf"):
-        yield f"benchmark.dataset.kind must be 'sandbox' or 'hf', got {dataset.get('kind')!r}"
-    if dataset.get("path") and not Path(str(dataset.path)).expanduser().exists():
-        yield f"benchmark.dataset.path {dataset.path!r} does not exist"
-    try:
-        TrainRecipe.from_cfg(_container(bench.get("training")) or {})
-    except (KeyError, ValueError, TypeError) as err:
-        yield str(err.args[0])
-    merge_data = _container(bench.get("merge_data")) or {}
-    for key in ("samples", "batch_size", "seed"):
-        value = merge_data.get(key)
-        least = 0 if key == "seed" else 1
-        if not isinstance(value, int) or value < least:
-            yield f"benchmark.merge_data.{key} must be an integer >= {least}, got {value!r}"
+            built.append(instantiate(cfg[group]))
+        except InstantiationException as err:
+            cause = err.__cause__
+            if isinstance(cause, ValueError | KeyError | TypeError):
+                raise ValueError(cause.args[0] if cause.args else str(cause)) from None
+            raise
+    zoo, benchmark = built
+    if not isinstance(zoo, InitZoo):
+        raise ValueError(f"model {cfg.model.get('name')!r} is not a zoo of base models")
+    missing = [name for name in BENCHMARK_NEEDS if not hasattr(benchmark, name)]
+    if missing:
+        raise ValueError(
+            f"benchmark {cfg.benchmark.get('name')!r} is not a different-initialisation "
+            f"benchmark (it has no {missing[0]!r}): choose e.g. benchmark=different_init_sandbox"
+        )
+    return zoo, benchmark
 
 
-def zoos(
-    cfg: DictConfig, cache_dir: str | Path, device: str = "cpu", progress: bool = False
-) -> Iterator[tuple[str, ImageData, CnnZoo]]:
-    """Per setting: its benchmark name (``<benchmark>_<setting>``), the data and the zoo,
-    trained on first use and cached under ``cache_dir``."""
-    bench = cfg.benchmark
-    data = load_data(_container(bench.dataset))
-    recipe = TrainRecipe.from_cfg(_container(bench.training))
-    for name, setting in _container(bench.settings).items():
-        zoo = load_zoo(
-            _container(cfg.model), data, setting, bench.num_models, recipe, cache_dir,
-            device=device, progress=progress, log=tqdm.write,
-        )  # fmt: skip
-        yield f"{bench.name}_{name}", data, zoo
+class DifferentInitPipeline:
+    """The different-initialisation regime (:class:`experiments.pipelines.Pipeline`)."""
 
+    def validate(self, cfg: DictConfig) -> None:
+        """Check zoo, benchmark, methods and options before any data is loaded or trained."""
+        _, benchmark = build(cfg)
+        for method in methods_of(cfg, benchmark.num_models):
+            method.check_options()
 
-def run(cfg: DictConfig, ctx: RunContext) -> list[Row]:
-    """Build or load each setting's zoo, run every method, return long-format rows."""
-    validate(cfg)
-    methods = method_runs(cfg)
-    num_models, merge_data = cfg.benchmark.num_models, _container(cfg.benchmark.merge_data)
-    rows: list[Row] = []
-    for benchmark, data, zoo in zoos(cfg, ctx.cache_dir, ctx.device, ctx.progress):
-        merger = Merger(
-            zoo, data, merge_samples=merge_data["samples"], batch_size=merge_data["batch_size"],
-            seed=merge_data["seed"], device=ctx.device,
-        )  # fmt: skip
-        jobs = [(m, k) for m in methods for k in m.models]
-        for method, k in tqdm(jobs, desc=benchmark, disable=not ctx.progress):
-            chosen = list(range(num_models if method.fn == "base_models" else k))
-            start = time.perf_counter()
-            results = METHODS[method.fn](merger, chosen, **method.hparams)
-            seconds = time.perf_counter() - start
-            for extra, logits in results:
-                value = accuracy(logits, data.test_y)
-                hparams = {"models": k, **method.hparams, **extra}
-                rows.append(
-                    Row(ctx.name, benchmark, cfg.model.name, method.label, hparams_key(hparams),
-                        data.name, "test", "accuracy", value)
+    def run(self, cfg: DictConfig, ctx: RunContext) -> Iterator[tuple[str, list[Row]]]:
+        """Build or load the base models of every setting, then run each method on them;
+        yields ``(method key, rows)`` as each method finishes (the rows of a method in
+        ``ctx.finished`` as they are)."""
+        zoo, benchmark = build(cfg)
+        methods = methods_of(cfg, benchmark.num_models)
+        contexts = {}
+        if any(m.key not in ctx.finished for m in methods):
+            device, seed = torch.device(ctx.device), benchmark.merge_data.seed
+            for setting in benchmark.settings:
+                models = zoo.load(benchmark, setting, ctx.env)
+                contexts[benchmark.setting_name(setting)] = models, ModelContext(
+                    models.states, models.network().to(device), models.spec,
+                    benchmark.merge_batches(), models.activation_points,
+                    train_batches=lambda n, b: benchmark.train_batches(n, b, seed, shuffle=True),
+                    train_size=benchmark.train_size, device=device, seed=seed,
                 )  # fmt: skip
-                tag = f"{benchmark}/{_row_label(method.label, hparams)}/{k}_models"
-                ctx.logger.log_metrics({f"{tag}/test_accuracy": value, f"{tag}/seconds": seconds})
-    return rows
+        for method in methods:
+            if method.key in ctx.finished:
+                yield method.key, ctx.finished[method.key]
+                continue
+            rows = []
+            for name, (models, context) in contexts.items():
+                for k in method.models:
+                    start = time.perf_counter()
+                    output = merge_models(
+                        method.fn, context.with_states(models.states[:k]), **method.hparams
+                    )
+                    scores = _scores(output, models, benchmark, context.device)
+                    seconds = time.perf_counter() - start
+                    for extra, value in scores:
+                        hparams = {"models": k, **method.hparams, **extra}
+                        rows.append(
+                            Row(ctx.name, name, cfg.model.name, method.label, hparams_key(hparams),
+                                benchmark.data.name, "test", "accuracy", value)
+                        )  # fmt: skip
+                        tag = f"{name}/{_row_label(method.label, hparams)}/{k}_models"
+                        ctx.logger.log_metrics(
+                            {f"{tag}/test_accuracy": value, f"{tag}/seconds": seconds}
+                        )
+            yield method.key, rows
+
+    def table(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The paper-style table: one row per method and number of models merged, one column
+        per setting, test accuracy (%). Base models appear one per row (``<label> <index>``)."""
+        test = frame[(frame.split == "test") & (frame.metric == "accuracy")].copy()
+        hparams = test.hyperparameters.map(json.loads)
+        test["row"] = [_row_label(m, h) for m, h in zip(test.method, hparams, strict=True)]
+        test["models"] = [int(h.get("models", 1)) for h in hparams]
+        several = test.model.nunique() > 1
+        test["column"] = test.model + " " + test.benchmark if several else test.benchmark
+        out = test.pivot_table(
+            index=["row", "models"], columns="column", values="value", aggfunc="mean", sort=False
+        )
+        out = out.reindex(columns=list(dict.fromkeys(test.column))).reset_index(level="models")
+        out["models"] = out["models"].astype(object)  # stays an integer when rendered row-wise
+        out.index.name = "method"
+        out.columns.name = None
+        return out
+
+
+def _scores(
+    output: Any, models: Any, benchmark: Any, device: torch.device
+) -> list[tuple[dict[str, Any], float]]:
+    """Test accuracy of a merge output: a module by its logits, a state dict as the
+    architecture's network, a list of states one score per model (``model: i``)."""
+    if isinstance(output, nn.Module):
+        nets = [({}, output)]
+    elif isinstance(output, list | tuple):
+        nets = [({"models": 1, "model": i}, models.network(s)) for i, s in enumerate(output)]
+    else:
+        nets = [({}, models.network(output))]
+    return [(extra, benchmark.accuracy(net, device)) for extra, net in nets]
 
 
 def _row_label(label: str, hparams: Mapping[str, Any]) -> str:
     return f"{label} {hparams['model']}" if "model" in hparams else label
-
-
-def table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The paper-style table: one row per method and number of models merged, one column per
-    setting, test accuracy (%). Base models appear one per row (``<label> <index>``)."""
-    test = frame[(frame.split == "test") & (frame.metric == "accuracy")].copy()
-    hparams = test.hyperparameters.map(json.loads)
-    test["row"] = [_row_label(m, h) for m, h in zip(test.method, hparams, strict=True)]
-    test["models"] = [int(h.get("models", 1)) for h in hparams]
-    several = test.model.nunique() > 1
-    test["column"] = test.model + " " + test.benchmark if several else test.benchmark
-    out = test.pivot_table(
-        index=["row", "models"], columns="column", values="value", aggfunc="mean", sort=False
-    )
-    out = out.reindex(columns=list(dict.fromkeys(test.column))).reset_index(level="models")
-    out["models"] = out["models"].astype(object)  # stays an integer when rendered row-wise
-    out.index.name = "method"
-    out.columns.name = None
-    return out

@@ -16,10 +16,12 @@ lambdas and where they came from.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -30,11 +32,15 @@ from evaluation.results import AVERAGE, Row, hparams_key
 from evaluation.zoo import TaskVectorZoo
 from experiments.context import RunContext
 from merging import TaskVector, merge, method_spec
+from merging.methods.consensus import TALL_MASKS_OPTIONS
 from merging.storage import storage_bits
 
+Tensor = torch.Tensor
+
 FROM_TALL_MASKS = "from_tall_masks"  # Consensus' lam: the lambdas TALL masks chose on val
+FROM_ZOO = "from_zoo"  # extra_entries: the zoo's count of unmerged checkpoint entries
+LATE_OPTIONS = {"lam": (FROM_TALL_MASKS, 0.4), "extra_entries": (FROM_ZOO, 0)}  # stand-ins
 TALL_GRID = [0.2, 0.3, 0.4, 0.5, 0.6]  # the paper's lambda grid
-BASE_OPTIONS = {"base": "base", "ties_density": "density", "agg": "agg"}  # consensus -> tall
 
 
 def methods_of(cfg: DictConfig) -> list[Method]:
@@ -55,13 +61,20 @@ def methods_of(cfg: DictConfig) -> list[Method]:
 
 
 def _tall_base(method: Method) -> dict[str, Any]:
-    """The TALL-masks options of Consensus' base (``base``, and TIES' ``density``/``agg``)."""
+    """The ``tall_masks`` options that build Consensus' TALL masks (its base, the masks'
+    comparison, and with ``base="ties"`` the TIES options)."""
     spec = method_spec(method.fn).hparams
-    options = {k: method.hparams.get(k, spec.get(k)) for k in BASE_OPTIONS if k in spec}
-    out = {BASE_OPTIONS[k]: v for k, v in options.items()}
-    if out.get("base") != "ties":
-        out = {"base": out.get("base", "ta")}
+    out = {t: method.hparams.get(c, spec[c]) for c, t in TALL_MASKS_OPTIONS.items()}
+    if out["base"] != "ties":
+        out = {k: out[k] for k in ("base", "comparison")}
     return out
+
+
+def _with_zoo_entries(method: Method, count: int) -> Method:
+    """``method`` with ``extra_entries: from_zoo`` replaced by the zoo's count."""
+    if method.hparams.get("extra_entries") != FROM_ZOO:
+        return method
+    return replace(method, hparams={**method.hparams, "extra_entries": count})
 
 
 def _tall_method_for(consensus: Method, methods: Sequence[Method]) -> Method:
@@ -100,7 +113,11 @@ class TaskVectorPipeline:
             raise ValueError(f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}")
         num_tasks = len(benchmark.tasks())
         for method in methods_of(cfg):
-            late = {"lam": 0.4} if method.hparams.get("lam") == FROM_TALL_MASKS else {}
+            late = {
+                k: stand_in
+                for k, (sentinel, stand_in) in LATE_OPTIONS.items()
+                if method.hparams.get(k) == sentinel
+            }
             method.check_options(num_tasks, **late)
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> Iterator[tuple[str, list[Row]]]:
@@ -113,6 +130,8 @@ class TaskVectorPipeline:
         tasks: list[Task] = benchmark.tasks()
         names = [t.name for t in tasks]
         experts = zoo.load(benchmark, tasks, ctx.env)
+        check_distinct_experts(experts.pretrained, experts.experts, names)
+        methods = [_with_zoo_entries(m, experts.unmerged_entries) for m in methods]
         evaluator = experts.evaluator(tasks, int(cfg.eval.batch_size), ctx.env)
         taus = [TaskVector(experts.experts[name], experts.pretrained) for name in names]
         scorer = Scorer(evaluator, names)
@@ -121,8 +140,10 @@ class TaskVectorPipeline:
             for split in ("val", "test")
         }
         make_row = functools.partial(Row, ctx.name, benchmark.name, cfg.model.name)
-        evaluate = functools.partial(evaluate_method, task_vectors=taus, scorer=scorer,
-                                     expert=expert, make_row=make_row, device=ctx.device)  # fmt: skip
+        evaluate = functools.partial(
+            evaluate_method, task_vectors=taus, scorer=scorer, expert=expert,
+            make_row=make_row, device=ctx.device,
+        )  # fmt: skip
         total = sum(len(m.grid()) * len(m.alphas) for m in methods)
         with tqdm(total=total, desc="methods x grid", disable=not ctx.progress) as bar:
             for method in methods:
@@ -150,12 +171,11 @@ class TaskVectorPipeline:
         _, settings = evaluate(tall, test=False)  # memoised: free if TALL ran already
         lams = [float(settings[name]["lam"]) for name in names]
         source = tall.label if tall.key in {m.key for m in methods} else "own TALL selection"
-        return Method(
-            key=method.key, label=method.label, fn=method.fn,
-            hparams={**method.hparams, "lam": lams}, search=method.search,
-            select=method.select, alphas=method.alphas,
+        return replace(
+            method,
+            hparams={**method.hparams, "lam": lams},
             provenance={"lam_source": f"{source}, selected on val in this run"},
-        )  # fmt: skip
+        )
 
     def table(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The paper-style table: one row per method, one column per task (test accuracy),
@@ -172,6 +192,36 @@ class TaskVectorPipeline:
         out["avg norm"] = norm.set_index("method").reindex(methods)["value"]
         out.index.name = "method"
         return out
+
+
+def _fingerprint(state: Mapping[str, Tensor], keys: Sequence[str]) -> tuple[float, ...]:
+    """Sum and absolute sum of each tensor at ``keys`` (float64)."""
+    return tuple(float(t.sum()) + float(t.abs().sum()) for t in (state[k].double() for k in keys))
+
+
+def check_distinct_experts(
+    pretrained: Mapping[str, Tensor], experts: Mapping[str, Mapping[str, Tensor]],
+    names: Sequence[str],
+) -> None:  # fmt: skip
+    """Raise ``ValueError`` naming both tasks when two tasks' experts hold the same weights
+    (e.g. an expert path template that ignores the task), and when an expert equals the
+    pretrained model. Compares a fingerprint of a few float tensors first (cheap with lazy
+    checkpoints), then every tensor of the suspects."""
+    float_keys = [k for k in pretrained if torch.is_floating_point(pretrained[k])]
+    probe = float_keys[:: max(1, len(float_keys) // 4)][:4]
+    prints = {"the pretrained model": _fingerprint(pretrained, probe)}
+    states = {"the pretrained model": pretrained}
+    for name in names:
+        states[f"task {name!r}"] = experts[name]
+        prints[f"task {name!r}"] = _fingerprint(experts[name], probe)
+    seen: dict[tuple[float, ...], str] = {}
+    for who, fp in prints.items():
+        other = seen.setdefault(fp, who)
+        if other != who and all(torch.equal(states[who][k], states[other][k]) for k in float_keys):
+            raise ValueError(
+                f"the expert of {who} has the same weights as {other}: check the zoo's "
+                "expert paths (model.*) -- each task needs its own fine-tuned checkpoint"
+            )
 
 
 def _log(ctx: RunContext, method: Method, rows: list[Row]) -> None:

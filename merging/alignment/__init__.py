@@ -1,17 +1,20 @@
-"""Alignment of models trained from different initialisations: permutation specs, weight and
-activation matching (Git Re-Basin), ZipIt! and CCA Merge. Pure tensor code.
+"""Alignment of models trained from different initialisations: permutation specs, the
+features two models compute on the same inputs, and weight and activation matching
+(Git Re-Basin). Pure tensor code; the merge methods built on them (aligned averaging,
+ZipIt!, CCA Merge, NP Merge) live in ``merging.methods``.
 
 >>> perms = weight_matching(spec, state_a, state_b)
 >>> state_b_aligned = permute_state(spec, state_b, perms)
 """
 
-from merging.alignment.activation_matching import (
+from merging.alignment.features import (
     PairStats,
-    activation_matching,
     collect_activations,
     pair_statistics,
+    pair_stats_from,
+    require_groups,
 )
-from merging.alignment.cca import cca_maps, cca_merge
+from merging.alignment.matching import activation_matching, linear_assignment, weight_matching
 from merging.alignment.spec import (
     PermutationSpec,
     check_pair,
@@ -24,27 +27,24 @@ from merging.alignment.spec import (
     random_permutations,
     transform_state,
 )
-from merging.alignment.weight_matching import weight_matching
-from merging.alignment.zipit import zip_features, zipit
 
 __all__ = [
     "PairStats",
     "PermutationSpec",
     "activation_matching",
-    "cca_maps",
-    "cca_merge",
-    "collect_activations",
     "check_pair",
+    "collect_activations",
     "conv_axes",
     "identity_permutations",
     "invert_permutation",
+    "linear_assignment",
     "linear_axes",
     "norm_axes",
     "pair_statistics",
+    "pair_stats_from",
     "permute_state",
     "random_permutations",
+    "require_groups",
     "transform_state",
     "weight_matching",
-    "zip_features",
-    "zipit",
 ]

@@ -14,6 +14,18 @@ from merging.registry import merge_method
 from merging.streaming import TaskVectors
 
 Tensor = torch.Tensor
+TALL_MASKS_OPTIONS = {
+    "base": "base",
+    "comparison": "comparison",
+    "ties_density": "density",
+    "agg": "agg",
+    "topk_count": "topk_count",
+    "extra_entries": "extra_entries",
+    "zero_sign": "zero_sign",
+}
+"""Consensus' options that build its TALL masks -> the same option of ``tall_masks``: a
+TALL-masks run whose per-task lambdas Consensus reuses must share their values (the TIES
+ones matter only with ``base="ties"``)."""
 
 
 @merge_method(
@@ -29,26 +41,39 @@ def consensus(
     k: int = 2,
     lam: float | Sequence[float] = 0.4,
     base: str = "ta",
-    ties_k: float = 0.2,
+    ties_density: float = 0.2,
     agg: str = "sum",
+    topk_count: str = "exact",
+    extra_entries: int = 0,
+    zero_sign: str = "zero",
+    comparison: str = "inclusive",
 ) -> dict[str, Tensor]:
     """Consensus merging: keep the weights that at least ``k`` TALL masks select,
     ``tau = 1{sum_t m_t >= k} * tau_MTL``, unscaled (the caller applies alpha).
 
     ``m_t`` and ``tau_MTL`` are those of :func:`~merging.methods.tall_masks.tall_masks`
-    (``base`` "ta": the sum of the task vectors; "ties": the TIES vector with options
-    ``ties_k`` and ``agg``, default 0.2 and "sum" as in the authors' code). ``k=2`` removes
-    catastrophic (no mask) and selfish (one mask) weights, ``k=0`` gives ``tau_MTL``.
-    The authors' code builds ``m_t`` with each task's validation-selected ``lam_t`` from
-    {0.2, ..., 0.6} (it reuses the stored TALL masks); without data, the default here is
-    the middle of that grid, 0.4; pass the selected values per task where known.
+    with the same options (``base`` "ta": the sum of the task vectors; "ties": the TIES
+    vector with ``ties_density``, ``agg``, ``topk_count``, ``extra_entries``,
+    ``zero_sign``, default 0.2 and "sum" as in the authors' code; ``comparison`` of the
+    masks). ``k=2`` removes catastrophic (no mask) and selfish (one mask) weights, ``k=0``
+    gives ``tau_MTL``.
+
+    ``lam``: one value or one per task. The authors build the consensus from the TALL masks
+    their TALL run saved, each task's at its own validation-selected ``lam_t`` from
+    {0.2, ..., 0.6}: pass those (the task-vector pipeline does, for ``lam: from_tall_masks``).
+    A single value (default 0.4, the middle of that grid) is a stand-in without that run.
     """
     if isinstance(k, bool) or not isinstance(k, Integral) or k < 0:
         raise ValueError(f"option 'k' must be a non-negative integer, got {k!r}")
     per_task("lam", lam, len(tvs))
-    fraction("ties_k", ties_k)
+    fraction("ties_density", ties_density)
+    masks_of = streamed_tall_masks(
+        tvs, lam, base, comparison,
+        density=ties_density, agg=agg, topk_count=topk_count, extra_entries=extra_entries,
+        zero_sign=zero_sign,
+    )  # fmt: skip
     out: dict[str, Tensor] = {}
-    for key, mtl, masks in streamed_tall_masks(tvs, lam, base, ties_k, agg):
+    for key, mtl, masks in masks_of:
         votes = torch.zeros(mtl.shape, dtype=torch.int16, device=mtl.device)
         for m in masks:
             votes += m

@@ -7,8 +7,8 @@ import hashlib
 
 import torch
 
-from merging.methods.ties import ties_merger
-from merging.options import choice, fraction, probability
+from merging.methods.ties import check_ties_options, ties_merger
+from merging.options import choice, probability
 from merging.registry import merge_method
 from merging.selection import Values
 from merging.streaming import TaskVectors, summed
@@ -44,18 +44,26 @@ def dare(
     p: float = 0.5,
     seed: int = 0,
     base: str = "ta",
-    k: float = 0.2,
+    density: float = 0.2,
     agg: str = "mean",
+    topk_count: str = "exact",
+    extra_entries: int = 0,
+    zero_sign: str = "zero",
 ) -> dict[str, Tensor]:
     """DARE: drop each entry of each ``tau_t`` with probability ``p`` and rescale the rest,
     ``tau_t' = tau_t * b_t / (1 - p)``, ``b_t ~ Bernoulli(1 - p)`` (seeded per
     ``(seed, task, key)``), then merge the ``tau_t'`` with task arithmetic (``base="ta"``,
-    their sum) or TIES (``base="ties"`` with its options ``k``, ``agg``). Unscaled."""
+    their sum) or TIES (``base="ties"`` with its options ``density``, ``agg``,
+    ``topk_count``, ``extra_entries``, ``zero_sign``, see :func:`merging.methods.ties.ties`).
+    Unscaled."""
     p = probability("p", p)
     base = choice("base", base, ("ta", "ties"))
-    fraction("k", k)
-    choice("agg", agg, ("mean", "sum"))
+    check_ties_options(density, agg, topk_count, extra_entries, zero_sign)
     values = drop_and_rescale(p, int(seed))
     if base == "ties":
-        return tvs.map(ties_merger(tvs, k, agg, values))
+        merger = ties_merger(
+            tvs, density, agg, values,
+            topk_count=topk_count, extra_entries=extra_entries, zero_sign=zero_sign,
+        )  # fmt: skip
+        return tvs.map(merger)
     return tvs.map(lambda key, taus: summed([values(t, key, x) for t, x in enumerate(taus)]))

@@ -3,18 +3,11 @@ NeurIPS 2024): Elect a unified task vector, then a Mask and a Rescaler per task.
 
 import torch
 
+from merging.masks import MaskedVector, PackedMask, pack_mask
 from merging.registry import merge_method
-from merging.streaming import TaskVectors
+from merging.streaming import TaskVectors, summed
 
 Tensor = torch.Tensor
-
-
-def _elect(stacked: Tensor) -> tuple[Tensor, Tensor]:
-    """``tau_uni`` and the masks ``M_t`` of one key, from its ``(T, ...)`` task tensors."""
-    sign = torch.sign(stacked.sum(0))
-    masks = stacked * sign > 0
-    tau_uni = sign * torch.where(masks, stacked.abs(), 0.0).amax(0)
-    return tau_uni, masks
 
 
 @merge_method(
@@ -25,32 +18,54 @@ def _elect(stacked: Tensor) -> tuple[Tensor, Tensor]:
     task_specific=True,
     min_inputs=2,
 )
-def emr(tvs: TaskVectors) -> list[dict[str, Tensor]]:
-    """One task vector per task, ``lambda_t * M_t * tau_uni`` (Huang et al.).
+def emr(tvs: TaskVectors) -> list[MaskedVector]:
+    """One task vector per task, ``lambda_t * M_t * tau_uni`` (Huang et al.), as the authors'
+    ``emr_merge`` (merge_vit/src/main_emr_merging.py) computes it.
 
-    Elect: ``gamma = sign(sum_t tau_t)``, ``eps = max_{t: tau_t * gamma > 0} |tau_t|``
-    elementwise, ``tau_uni = gamma * eps``. Mask: ``M_t = (tau_t * tau_uni > 0)``.
-    Rescale: ``lambda_t = sum |tau_t| / sum |M_t * tau_uni|``, both sums over every float
-    parameter of task ``t`` (a streamed pre-pass). Serve task ``t`` with
-    ``theta_0 + lambda_t * M_t * tau_uni`` (alpha = 1; the method needs no tuning).
+    Elect: ``gamma = +1`` where ``sum_t tau_t > 0``, else ``-1`` (a sum of exactly 0 counts
+    as negative), ``eps = max_{t: tau_t * gamma > 0} |tau_t|`` elementwise (0 if no task
+    agrees), ``tau_uni = gamma * eps``. Mask: ``M_t = (tau_t * gamma > 0)``. Rescale:
+    ``lambda_t = sum_p mean|tau_t[p]| / sum_p mean|M_t[p] * tau_uni[p]|``, sums over the
+    float parameter tensors ``p`` of a mean over each tensor's entries (so a small tensor
+    weighs as much as a large one). Serve task ``t`` with ``theta_0 + lambda_t * M_t *
+    tau_uni`` (alpha = 1; the method needs no tuning). A task whose mask is empty everywhere
+    gets ``lambda_t = 0`` and a zero task vector (the authors' code divides by 0 there).
 
-    Follows the paper's formulas: where ``sum_t tau_t = 0`` the elected sign is 0, so
-    ``tau_uni = 0`` there, and the rescaler uses global sums. (The authors' code counts
-    a zero sum as negative and sums per-parameter-tensor means instead.) A task whose
-    mask is empty everywhere gets ``lambda_t = 0`` and a zero task vector.
+    (The paper's Eq. reads ``sign(0) = 0`` and a ratio of global sums; issue 9 adopts the
+    authors' code, which produced the published numbers.)
+
+    One streamed pass: ``tau_uni`` is kept once in float32 and each ``M_t`` at 1 bit per
+    weight; a task's key is materialised (in the input dtype) when read.
     """
-    total = torch.zeros(len(tvs), dtype=torch.float64, device=tvs.device)
+    num_tasks = len(tvs)
+    total = torch.zeros(num_tasks, dtype=torch.float64, device=tvs.device)
     kept = torch.zeros_like(total)
-    for key in tvs.float_keys:
-        stacked = torch.stack(tvs.tensors(key))
-        tau_uni, masks = _elect(stacked)
-        flat = stacked.reshape(len(tvs), -1)
-        total += flat.abs().sum(1, dtype=torch.float64)
-        kept += (masks * tau_uni.abs()).reshape(len(tvs), -1).sum(1, dtype=torch.float64)
-    rescalers = torch.where(kept > 0, total / kept, 0.0).float()
-
-    def rebuild(key: str, taus: list[Tensor]) -> list[Tensor]:
-        tau_uni, masks = _elect(torch.stack(taus))
-        return [lam * mask * tau_uni for lam, mask in zip(rescalers, masks, strict=True)]
-
-    return tvs.map_each(rebuild)
+    shared: dict[str, Tensor] = {}
+    packed: list[dict[str, PackedMask]] = [{} for _ in range(num_tasks)]
+    dtypes: dict[str, torch.dtype] = {}
+    for key in tvs.keys:
+        if not tvs.is_float(key):
+            shared[key] = tvs.raw(0, key)
+            continue
+        taus = tvs.tensors(key)
+        gamma = torch.where(summed(taus) > 0, 1.0, -1.0)
+        eps = torch.zeros_like(taus[0])
+        masks = []
+        for t, x in enumerate(taus):
+            m = x * gamma > 0
+            masks.append(m)
+            magnitude = x.abs()
+            if x.numel():
+                total[t] += magnitude.mean(dtype=torch.float64)
+            torch.maximum(eps, magnitude.masked_fill_(~m, 0), out=eps)
+        for t, m in enumerate(masks):
+            if m.numel():
+                kept[t] += eps.masked_fill(~m, 0).mean(dtype=torch.float64)
+            packed[t][key] = pack_mask(m, key)
+        shared[key] = eps.mul_(gamma).cpu()
+        dtypes[key] = tvs.meta(key)[1]
+    rescalers = torch.where(kept > 0, total / kept, 0.0).float().tolist()
+    return [
+        MaskedVector(shared, p, scale=lam, dtypes=dtypes)
+        for p, lam in zip(packed, rescalers, strict=True)
+    ]

@@ -39,14 +39,22 @@ class _StoredTask(Mapping[str, Tensor]):
     storage="masks_lower_bound",
     task_specific=True,
 )
-def magnitude_pruning(tvs: TaskVectors, *, k: float = 0.1) -> list[MaskedVector]:
-    """Task ``t`` keeps its own top-``k`` fraction by magnitude, globally over all of its
-    parameters: ``tau_t * 1{|tau_t| in the top k of |tau_t|}`` (exact, :mod:`merging.selection`).
+def magnitude_pruning(
+    tvs: TaskVectors,
+    *,
+    density: float = 0.1,
+    topk_count: str = "exact",
+    extra_entries: int = 0,
+) -> list[MaskedVector]:
+    """Task ``t`` keeps its own top-``density`` fraction by magnitude, globally over all of
+    its parameters: ``tau_t * 1{|tau_t| in the top density of |tau_t|}`` (exact,
+    :mod:`merging.selection`; ``topk_count="authors"`` with ``extra_entries`` counts as the
+    TALL-masks authors' top-k does, :mod:`merging.options`).
 
     Returns one lazy task vector per task: its mask at 1 bit per weight (``.masks``) over
     the input task vector, which is read again (so it must stay readable) when a key is read.
     """
-    selections = topk_masks(tvs, k)
+    selections = topk_masks(tvs, density, count=topk_count, extra_entries=extra_entries)
     masks: list[dict[str, PackedMask]] = [{} for _ in range(len(tvs))]
     for key in tvs.float_keys:
         for t, (s, m) in enumerate(zip(selections, masks, strict=True)):

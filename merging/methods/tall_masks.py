@@ -4,43 +4,67 @@ Compression", ICML 2024)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from merging.masks import MaskedVector, masked_multitask
-from merging.methods.ties import ties_merger
-from merging.options import choice, fraction, per_task
+from merging.methods.ties import check_ties_options, ties_merger
+from merging.options import COMPARISONS, choice, per_task
 from merging.registry import merge_method
 from merging.streaming import TaskVectors, summed
 
 Tensor = torch.Tensor
 Merger = Callable[[str, list[Tensor]], Tensor]
+TIES_OPTIONS = ("density", "agg", "topk_count", "extra_entries", "zero_sign")
+TIES_DEFAULTS = {"density": 0.2, "agg": "sum"}  # the authors' TALL/Consensus TIES: 20%, dis-sum
 
 
-def multitask_merger(tvs: TaskVectors, base: str, k: float, agg: str) -> Merger:
+def multitask_merger(
+    tvs: TaskVectors,
+    base: str,
+    density: float,
+    agg: str,
+    *,
+    topk_count: str = "exact",
+    extra_entries: int = 0,
+    zero_sign: str = "zero",
+) -> Merger:
     """Per-key ``tau_MTL``: the sum of the task vectors (``base="ta"``) or the TIES vector
-    with options ``k``, ``agg`` (``base="ties"``). Checks every option first."""
+    with these options (``base="ties"``, :func:`~merging.methods.ties.ties_merger`).
+    Checks every option first, whichever the base."""
     base = choice("base", base, ("ta", "ties"))
-    fraction("k", k)
-    choice("agg", agg, ("mean", "sum"))
+    check_ties_options(density, agg, topk_count, extra_entries, zero_sign)
     if base == "ta":
         return lambda key, taus: summed(taus)
-    return ties_merger(tvs, k, agg)
+    return ties_merger(
+        tvs, density, agg, topk_count=topk_count, extra_entries=extra_entries, zero_sign=zero_sign
+    )
 
 
-def tall_masks_rule(lams: Sequence[float]) -> Callable[[str, list[Tensor], Tensor], list[Tensor]]:
-    """``m_t = 1{|tau_t| >= lam_t * |tau_MTL - tau_t|}`` for every task ``t``."""
+def tall_masks_rule(
+    lams: Sequence[float], comparison: str = "inclusive"
+) -> Callable[[str, list[Tensor], Tensor], list[Tensor]]:
+    """``m_t = 1{|tau_t| >= lam_t * |tau_MTL - tau_t|}`` for every task ``t``, or with ``>``
+    (``comparison="strict"``, the authors' code)."""
+    compare = torch.ge if choice("comparison", comparison, COMPARISONS) == "inclusive" else torch.gt
     return lambda key, taus, mtl: [
-        x.abs() >= lam * (mtl - x).abs() for lam, x in zip(lams, taus, strict=True)
+        compare(x.abs(), lam * (mtl - x).abs()) for lam, x in zip(lams, taus, strict=True)
     ]
 
 
 def streamed_tall_masks(
-    tvs: TaskVectors, lam: float | Sequence[float], base: str, k: float, agg: str
+    tvs: TaskVectors,
+    lam: float | Sequence[float],
+    base: str,
+    comparison: str = "inclusive",
+    **ties_options: Any,
 ) -> Iterator[tuple[str, Tensor, list[Tensor]]]:
-    """``(key, tau_MTL[key], [m_1[key], ..., m_T[key]])`` for each float key, in order."""
+    """``(key, tau_MTL[key], [m_1[key], ..., m_T[key]])`` for each float key, in order;
+    ``ties_options`` as :func:`multitask_merger`'s."""
     lams = per_task("lam", lam, len(tvs))
-    merged, rule = multitask_merger(tvs, base, k, agg), tall_masks_rule(lams)
+    rule = tall_masks_rule(lams, comparison)
+    merged = multitask_merger(tvs, base, **ties_options)
     for key in tvs.float_keys:
         taus = tvs.tensors(key)
         mtl = merged(key, taus)
@@ -52,23 +76,26 @@ def tall_masks_of(
     lam: float | Sequence[float],
     base: str = "ta",
     *,
+    comparison: str = "inclusive",
     device: str | torch.device | None = None,
-    **base_options: float | str,
+    **base_options: Any,
 ) -> list[dict[str, Tensor]]:
     """The TALL masks themselves: one dict of boolean tensors (float keys only) per task.
 
-    ``base_options`` are TIES's ``k`` (default 0.2) and ``agg`` (default "sum") when
-    ``base="ties"``.
+    ``base_options`` are TIES's (:data:`TIES_OPTIONS`; ``density`` 0.2 and ``agg`` "sum"
+    by default) when ``base="ties"``.
     """
-    unknown = sorted(set(base_options) - {"k", "agg"})
+    unknown = sorted(set(base_options) - set(TIES_OPTIONS))
     if unknown:
-        raise TypeError(f"tall_masks_of has no option {unknown[0]!r}; base options: k, agg")
+        raise TypeError(
+            f"tall_masks_of has no option {unknown[0]!r}; base options: {', '.join(TIES_OPTIONS)}"
+        )
     tvs = TaskVectors(task_vectors, device=device)
     if len(tvs) < 2:
         raise ValueError(f"TALL masks need at least 2 task vectors, got {len(tvs)}")
-    opts = {"k": 0.2, "agg": "sum", **base_options}
+    opts = {**TIES_DEFAULTS, **base_options}
     out: list[dict[str, Tensor]] = [{} for _ in range(len(tvs))]
-    for key, _, masks in streamed_tall_masks(tvs, lam, base, opts["k"], opts["agg"]):
+    for key, _, masks in streamed_tall_masks(tvs, lam, base, comparison, **opts):
         for o, m in zip(out, masks, strict=True):
             o[key] = m.cpu()
     return out
@@ -87,18 +114,28 @@ def tall_masks(
     *,
     lam: float | Sequence[float] = 0.4,
     base: str = "ta",
-    k: float = 0.2,
+    density: float = 0.2,
     agg: str = "sum",
+    topk_count: str = "exact",
+    extra_entries: int = 0,
+    zero_sign: str = "zero",
+    comparison: str = "inclusive",
 ) -> list[MaskedVector]:
     """TALL masks: ``tau_MTL`` is the sum of the task vectors (``base="ta"``) or the TIES
-    vector (``base="ties"``, options ``k``, ``agg``; the authors' code uses ``k=0.2``,
-    ``agg="sum"``, the defaults here); task ``t`` gets
-    ``m_t * tau_MTL`` with ``m_t = 1{|tau_t| >= lam_t * |tau_MTL - tau_t|}`` (``lam`` one
-    value or one per task; the paper picks each ``lam_t`` from {0.2, ..., 0.6} on task
-    ``t``'s validation set).
+    vector (``base="ties"``, options ``density``, ``agg``, ``topk_count``, ``extra_entries``,
+    ``zero_sign`` as :func:`~merging.methods.ties.ties`; the authors' code uses
+    ``density=0.2``, ``agg="sum"``, the defaults here); task ``t`` gets ``m_t * tau_MTL``
+    with ``m_t = 1{|tau_t| >= lam_t * |tau_MTL - tau_t|}`` (the paper's rule; the authors'
+    code compares with ``>``: ``comparison="strict"``). ``lam`` is one value or one per
+    task; the paper picks each ``lam_t`` from {0.2, ..., 0.6} on task ``t``'s validation set.
 
     Returns one lazy task vector per task: ``tau_MTL`` is stored once and each mask at
     1 bit per weight (``.masks``, see :mod:`merging.masks`); a key is materialised when read.
     """
     lams = per_task("lam", lam, len(tvs))
-    return masked_multitask(tvs, multitask_merger(tvs, base, k, agg), tall_masks_rule(lams))
+    rule = tall_masks_rule(lams, comparison)
+    merged = multitask_merger(
+        tvs, base, density, agg,
+        topk_count=topk_count, extra_entries=extra_entries, zero_sign=zero_sign,
+    )  # fmt: skip
+    return masked_multitask(tvs, merged, rule)

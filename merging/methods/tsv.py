@@ -31,28 +31,49 @@ def merge_matrices(
     )
 
 
+def triplets_per_task(rank: int, num_tasks: int, keep: float | None, rank_count: str) -> int:
+    """Singular triplets each task keeps of a matrix of rank ``rank``.
+
+    ``keep`` None: ``floor(rank / T)``; else ``floor(keep * rank)``. ``rank_count``
+    "at_least_one" keeps at least one; "authors" computes ``int(rank * (1 / T))`` (or
+    ``int(keep * rank)``) as the authors' ``compute_and_sum_svd_mem_reduction`` does, which
+    is 0, a zero matrix, when ``rank < T``.
+    """
+    if rank_count == "authors":
+        return int(rank * (1 / num_tasks)) if keep is None else int(keep * rank)
+    return max(1, rank // num_tasks if keep is None else int(keep * rank))
+
+
 @merge_method(
     "tsv",
     label="TSV-M",
     reference="Gargiulo et al., CVPR 2025; AntoAndGar/task_singular_vectors",
     storage="merged",
 )
-def tsv(tvs: TaskVectors, *, fraction: float | None = None) -> dict[str, Tensor]:
+def tsv(
+    tvs: TaskVectors, *, fraction: float | None = None, rank_count: str = "at_least_one"
+) -> dict[str, Tensor]:
     """Task Singular Vectors merge (TSV-M), unscaled.
 
     Per matrix with ``tau_t = U_t S_t V_t^T`` (rank ``r``): keep each task's top ``k``
     singular triplets, ``k = floor(fraction * r)`` (``fraction=None``: ``k = floor(r / T)``,
-    the paper's choice; at least 1); concatenate ``U = [U_1k .. U_Tk]``,
+    the paper's choice), at least 1 (``rank_count="at_least_one"``; ``"authors"``: 0 when
+    ``r < T`` as in the authors' code, so that matrix merges to 0, see
+    :func:`triplets_per_task`); concatenate ``U = [U_1k .. U_Tk]``,
     ``S = diag(S_1k .. S_Tk)``, ``V = [V_1k .. V_Tk]``; decorrelate with the Procrustes
     factors ``U_perp = P_U Q_U^T`` (``U = P_U S' Q_U^T``) and likewise ``V_perp``; return
     ``U_perp S V_perp^T``. Non-matrix entries are averaged. The model is
-    ``theta_0 + alpha * tau``; the authors use ``alpha = 1.0`` without a validation search.
+    ``theta_0 + alpha * tau``; the authors choose ``alpha`` on validation data from
+    {0.1, 0.2, ..., 3.0} (``np.linspace(0, 3, 31)[1:]`` in their evaluation code), the
+    grid of ``conf/method/tsv.yaml``.
     """
     keep = None if fraction is None else options.fraction("fraction", fraction)
+    rank_count = options.choice("rank_count", rank_count, options.RANK_COUNTS)
 
     def merge_matrix(taus: list[Tensor]) -> Tensor:
-        rank = min(taus[0].shape)
-        k = max(1, int(keep * rank) if keep is not None else rank // len(taus))
+        k = triplets_per_task(min(taus[0].shape), len(taus), keep, rank_count)
+        if k == 0:
+            return torch.zeros_like(taus[0])
         us, ss, vhs = [], [], []
         for tau in taus:
             u, s, vh = torch.linalg.svd(tau, full_matrices=False)

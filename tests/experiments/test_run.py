@@ -10,11 +10,11 @@ import pytest
 
 from evaluation.results import COLUMNS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "benchmark.num_tasks=2",
-    "model.recipe.data.n_train=200",
-    "model.recipe.data.n_test=100",
+    "benchmark.n_train=200",
+    "benchmark.n_test=100",
     "model.recipe.pretrain.samples_per_task=64",
     "model.recipe.pretrain.steps=4",
     "model.recipe.pretrain.warmup=1",
@@ -86,8 +86,11 @@ def test_resolved_config_is_written(finished_run):
         ("method=no_such_method", "Available options in 'method'"),
         ("benchmark=no_such_benchmark", "Available options in 'benchmark'"),
         ("model=no_such_model", "Available options in 'model'"),
-        ("+method.ties.hparams.q=1", "no option 'q'"),
-        ("method.ties.hparams.k=2.0", "'k'"),
+        ("+method.ties.hparams.q=1", "no option method.ties.hparams.q"),
+        ("method.ties.hparams.density=2.0", "'density'"),
+        ("eval.batch_size=-1", "eval.batch_size must be >= 1"),
+        ("method.ties.alphas=[]", "method.ties.alphas is empty"),
+        ("model.recipe.vision.widht=3", "widht"),
     ],
 )
 def test_bad_input_fails_fast_naming_the_culprit(tmp_path, override, message):

@@ -1,0 +1,114 @@
+"""An open_clip CLIP ready to score task vectors of its image encoder: the model (its text
+tower makes the zero-shot heads), tokenizer, image normalisation and an id of its weights.
+Both CLIP zoos (open_clip checkpoints, the sandbox) hand one to :meth:`ClipModel.experts`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from evaluation.benchmark import Benchmark, Task
+from evaluation.clip.evaluator import ImageEvaluator
+from evaluation.clip.heads import cached_zeroshot_head
+from evaluation.zoo import Env, Experts, StateDict
+
+Tensor = torch.Tensor
+EVAL_SPLITS = ("val", "test")
+
+
+def normalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 images (N, 3, S, S) -> float32 ``(x / 255 - mean) / std`` per channel."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(
+            f"expected uint8 images (N, 3, S, S), got {images.dtype} {tuple(images.shape)}"
+        )
+    m = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255 - m) / s
+
+
+def param_counts(model: nn.Module) -> tuple[int, int]:
+    """``(N, N_m)`` of an open_clip CLIP as the TALL masks paper stores it (Wang et al., ICML
+    2024, storage column): N counts every parameter but the text transformer's (the paper's
+    ``ImageEncoder`` drops ``model.transformer`` and keeps the token embedding, final layer
+    norm and projections), N_m those of the image encoder, the merged part. ViT-B/32:
+    N = 113.4M, N_m = 87.8M."""
+    total = sum(p.numel() for p in model.parameters())
+    text_blocks = sum(p.numel() for p in model.transformer.parameters())
+    return total - text_blocks, sum(p.numel() for p in model.visual.parameters())
+
+
+@dataclass
+class ClipModel:
+    """``model``: an open_clip CLIP (``model.visual`` is what experts fine-tune and methods
+    merge); ``tokenizer(texts) -> tokens``; ``preprocess``: uint8 images as the benchmark
+    delivers them -> model input; ``weights_id``: identifies the weights (head cache key)."""
+
+    model: nn.Module
+    tokenizer: Callable[[list[str]], Tensor]
+    preprocess: Callable[[Tensor], Tensor]
+    weights_id: str
+
+    @property
+    def image_size(self) -> int:
+        size = self.model.visual.image_size
+        return int(size[0] if isinstance(size, tuple | list) else size)
+
+    def evaluator(
+        self,
+        pretrained: StateDict,
+        benchmark: Benchmark,
+        tasks: Sequence[Task],
+        batch_size: int,
+        env: Env,
+    ) -> ImageEvaluator:
+        """An :class:`ImageEvaluator` of ``model.visual`` (set to ``pretrained``) on ``tasks``:
+        zero-shot heads from each task's class names and templates (cached,
+        :func:`evaluation.clip.heads.cached_zeroshot_head`) and the val and test splits of
+        ``benchmark`` at the model's image size."""
+        self.model.to(env.device)  # the text tower too: heads are encoded on the device
+        heads = {
+            t.name: cached_zeroshot_head(
+                self.model,
+                self.tokenizer,
+                t.classnames,
+                t.templates,
+                env.cache_dir,
+                self.weights_id,
+            )
+            for t in tasks
+        }
+        size = self.image_size
+        splits = {
+            (t.name, split): benchmark.load_split(t, split, env.cache_dir, image_size=size)
+            for t in tasks
+            for split in EVAL_SPLITS
+        }
+        evaluator = ImageEvaluator(
+            self.model.visual, pretrained, heads, splits, self.preprocess, batch_size, env.device
+        )
+        evaluator.load(None)
+        return evaluator
+
+    def experts(
+        self, pretrained: StateDict, experts: Mapping[str, StateDict], benchmark: Benchmark
+    ) -> Experts:
+        """The loaded zoo: ``pretrained`` and ``experts`` are states of ``model.visual``;
+        ``evaluator(tasks, batch_size, env)`` scores merged weights on ``benchmark``
+        (:meth:`evaluator`); ``unmerged_entries = N - N_m``: the text-side entries that the
+        TALL masks authors' flattened ``ImageEncoder`` checkpoints also hold (ViT-B/32 and
+        B/16: 25,599,489; L/14: 38,595,841; results/fidelity.md)."""
+        n, n_merged = param_counts(self.model)
+        return Experts(
+            name=self.weights_id,
+            pretrained=pretrained,
+            experts=experts,
+            param_counts=(n, n_merged),
+            evaluator=functools.partial(self.evaluator, pretrained, benchmark),
+            unmerged_entries=n - n_merged,
+        )
