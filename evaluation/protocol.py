@@ -25,9 +25,33 @@ import torch
 
 from evaluation.results import AVERAGE, Row, hparams_key
 from evaluation.zoo import Evaluator
-from merging import merge, method_spec
+from merging import MethodSpec, merge, method_spec
 
 SELECTIONS = ("joint", "per_task")
+KIND_PIPELINES = {"task_vectors": "task_vectors", "models": "different_init"}
+
+
+def configured_spec(key: str, cfg: Mapping[str, Any], kind: str) -> MethodSpec:
+    """The registered method of config ``method.<key>``, checked: it exists, is of ``kind``
+    and its ``hparams`` and ``search`` keys are all options of it (required ones given in
+    either); ``ValueError`` naming the key path otherwise."""
+    where = f"method.{key}"
+    try:
+        spec = method_spec(cfg["fn"])
+    except KeyError as err:
+        raise ValueError(f"{where}.fn: {err.args[0]}") from None
+    if spec.kind != kind:
+        raise ValueError(
+            f"{where}.fn: {spec.name!r} is a {spec.kind!r} method; this pipeline runs "
+            f"{kind!r} methods: choose pipeline={KIND_PIPELINES[spec.kind]}"
+        )
+    search = cfg.get("search") or {}
+    try:
+        spec.check_options(search, f"{where}.search", required=False)
+        spec.check_options({**(cfg.get("hparams") or {}), **search}, f"{where}.hparams")
+    except TypeError as err:
+        raise ValueError(str(err)) from None
+    return spec
 
 
 @dataclass(frozen=True)
@@ -50,23 +74,11 @@ class Method:
         """From a ``method.<key>`` config (schema ``experiments.config.MethodConfig``);
         errors name the key path at fault (``method.<key>.hparams.<option>``)."""
         where = f"method.{key}"
-        try:
-            spec = method_spec(cfg["fn"])
-        except KeyError as err:
-            raise ValueError(f"{where}.fn: {err.args[0]}") from None
-        if spec.kind != "task_vectors":
-            raise ValueError(
-                f"{where}.fn: {spec.name!r} merges whole models (different initialisations); "
-                "this pipeline merges task vectors: choose pipeline=different_init"
-            )
-        hparams, search = dict(cfg.get("hparams") or {}), dict(cfg.get("search") or {})
+        search = dict(cfg.get("search") or {})
+        spec = configured_spec(key, cfg, "task_vectors")
+        hparams = dict(cfg.get("hparams") or {})
         for name in sorted(set(hparams) & set(search)):
             raise ValueError(f"{where}: option {name!r} is both in hparams and in search")
-        try:
-            spec.check_options(search, f"{where}.search", required=False)
-            spec.check_options({**hparams, **search}, f"{where}.hparams")
-        except TypeError as err:
-            raise ValueError(str(err)) from None
         for name, values in search.items():
             if not isinstance(values, Sequence) or isinstance(values, str) or not values:
                 raise ValueError(f"{where}.search.{name} must be a non-empty list")

@@ -25,6 +25,15 @@ Tensor = torch.Tensor
 StateDict = Mapping[str, Tensor]
 
 
+def check_regime(zoo: object, regime: str, where: str) -> None:
+    """Raise ``ValueError`` unless ``zoo`` (built from config ``where``) serves ``regime``
+    (``task_vectors`` or ``different_init``), naming the pipeline that fits it."""
+    found = getattr(zoo, "regime", None)
+    if found != regime:
+        hint = f"choose pipeline={found}" if found else "it is not a zoo"
+        raise ValueError(f"{where} builds a zoo for the {found!r} regime, not {regime!r}: {hint}")
+
+
 @dataclass(frozen=True)
 class Env:
     """Where and how a run computes: cache root, device (``cpu``, ``cuda``, ``cuda:N``) and
@@ -69,17 +78,21 @@ class Experts:
 
 @runtime_checkable
 class TaskVectorZoo(Protocol):
-    """A pretrained model and experts fine-tuned from it, one per task."""
+    """A pretrained model and experts fine-tuned from it, one per task
+    (``regime = "task_vectors"``)."""
 
     name: str
+    regime: str
 
     def load(self, benchmark: Benchmark, tasks: Sequence[Task], env: Env) -> Experts: ...
 
 
 @runtime_checkable
 class InitZoo(Protocol):
-    """Base models of one architecture trained from different initialisations."""
+    """Base models of one architecture trained from different initialisations
+    (``regime = "different_init"``)."""
 
     name: str
+    regime: str
 
     def load(self, benchmark: Any, setting: str, env: Env) -> Any: ...

@@ -9,8 +9,9 @@ marked failed if the run fails or is interrupted.
 
 Resume: each finished method's rows are also kept under ``outputs/completed/``, keyed by
 a digest of the resolved config that determines them (zoo, benchmark, protocol, eval,
-device and that method's config); a re-run of the same command (or a sweep job) reuses
-them instead of computing them again (``resume=false`` recomputes).
+device and that method's config) and of mergelab's source code; a re-run of the same
+command (or a sweep job) reuses them instead of computing them again (``resume=false``
+recomputes).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ from experiments.pipelines import Pipeline
 from experiments.tables import console, markdown
 
 RUN_TOKEN = f"{os.getpid()}{secrets.token_hex(2)}"  # one per process: run dirs never collide
+ROOT = Path(__file__).resolve().parents[1]
+CODE_VERSION = json_digest(
+    {str(p.relative_to(ROOT)): p.read_text() for d in ("merging", "evaluation", "experiments")
+     for p in sorted((ROOT / d).rglob("*.py"))}
+)  # fmt: skip  # finished rows are reused only with the code that computed them
 NOT_IN_UNIT_KEY = ("method", "run_name", "progress", "logger", "resume", "cache_dir")
 register_schemas()
 if not OmegaConf.has_resolver("run_token"):
@@ -54,7 +60,8 @@ def unit_key(config: dict[str, Any], unit: str, device: str) -> str:
     """Digest of what determines unit ``unit``'s rows: the resolved config without other
     methods and without keys that change no number."""
     kept = {k: v for k, v in config.items() if k not in NOT_IN_UNIT_KEY}
-    return json_digest({**kept, "device": device, "method": {unit: config["method"][unit]}})
+    method = {unit: config["method"][unit]}
+    return json_digest({**kept, "device": device, "method": method, "code": CODE_VERSION})
 
 
 def completed_dir() -> Path:

@@ -74,6 +74,8 @@ class OpenClipZoo(OpenClipZooConfig):
     """The zoo of its config (fields: :class:`evaluation.clip.config.OpenClipZooConfig`);
     bad values fail on construction, naming the key."""
 
+    regime = "task_vectors"
+
     def __post_init__(self) -> None:
         check_fields(self, OpenClipZooConfig, "model")
         if self.experts not in FAMILIES:

@@ -78,6 +78,8 @@ class CnnZoo(CnnModelConfig):
     (fields: :class:`evaluation.cnn.config.CnnModelConfig`); ``name`` is the result rows'
     model."""
 
+    regime = "different_init"
+
     def __post_init__(self) -> None:
         check_architecture(self.arch, self.width)
 

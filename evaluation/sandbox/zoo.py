@@ -229,6 +229,8 @@ class SandboxClipZoo(SandboxClipZooConfig):
     """The zoo of its config (fields: :class:`evaluation.sandbox.config.SandboxClipZooConfig`);
     a bad recipe fails on construction, naming the key."""
 
+    regime = "task_vectors"
+
     def __post_init__(self) -> None:
         check_fields(self, SandboxClipZooConfig, "model")
         self.recipe.check(IMAGE_SIZE)

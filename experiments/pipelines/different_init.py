@@ -36,10 +36,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from evaluation.protocol import configured_spec
 from evaluation.results import Row, hparams_key
-from evaluation.zoo import InitZoo
+from evaluation.zoo import InitZoo, check_regime
 from experiments.context import RunContext
-from merging import merge_models, method_spec
+from merging import merge_models
 from merging.context import ModelContext, standin_context
 
 BENCHMARK_NEEDS = ("num_models", "settings", "merge_data", "merge_batches", "accuracy")
@@ -61,25 +62,13 @@ class ModelsMethod:
         """From a ``method.<key>`` config (schema ``experiments.config.MethodConfig``); errors
         name the key path at fault."""
         where = f"method.{key}"
-        try:
-            spec = method_spec(cfg["fn"])
-        except KeyError as err:
-            raise ValueError(f"{where}.fn: {err.args[0]}") from None
-        if spec.kind != "models":
-            raise ValueError(
-                f"{where}.fn: {spec.name!r} merges task vectors; this pipeline merges models "
-                "trained from different initialisations: choose pipeline=task_vectors"
-            )
+        spec = configured_spec(key, cfg, "models")
         if cfg.get("search"):
             raise ValueError(
                 f"{where}.search: the different_init pipeline selects nothing on data; "
                 "give fixed values in hparams"
             )
         hparams = dict(cfg.get("hparams") or {})
-        try:
-            spec.check_options(hparams, f"{where}.hparams")
-        except TypeError as err:
-            raise ValueError(str(err)) from None
         models = tuple(
             dict.fromkeys(num_models if k == "all" else k for k in cfg.get("models") or [2])
         )
@@ -126,8 +115,7 @@ def build(cfg: DictConfig) -> tuple[InitZoo, Any]:
                 raise ValueError(cause.args[0] if cause.args else str(cause)) from None
             raise
     zoo, benchmark = built
-    if not isinstance(zoo, InitZoo):
-        raise ValueError(f"model {cfg.model.get('name')!r} is not a zoo of base models")
+    check_regime(zoo, "different_init", f"model {cfg.model.get('name')!r}")
     missing = [name for name in BENCHMARK_NEEDS if not hasattr(benchmark, name)]
     if missing:
         raise ValueError(

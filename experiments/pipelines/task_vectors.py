@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from evaluation.benchmark import Benchmark, Task
 from evaluation.protocol import Method, Scorer, evaluate_method
 from evaluation.results import AVERAGE, Row, hparams_key
-from evaluation.zoo import TaskVectorZoo
+from evaluation.zoo import TaskVectorZoo, check_regime
 from experiments.context import RunContext
 from merging import TaskVector, merge, method_spec
 from merging.methods.consensus import TALL_MASKS_OPTIONS
@@ -102,11 +102,7 @@ class TaskVectorPipeline:
     def validate(self, cfg: DictConfig) -> None:
         """Check zoo, benchmark, methods and options before any long computation."""
         zoo, benchmark = instantiate(cfg.model), instantiate(cfg.benchmark)
-        if not isinstance(zoo, TaskVectorZoo):
-            raise ValueError(
-                f"model {cfg.model.get('name')!r} is not a task-vector zoo; "
-                "for models trained from different initialisations use pipeline=different_init"
-            )
+        check_regime(zoo, "task_vectors", f"model {cfg.model.get('name')!r}")
         if not isinstance(benchmark, Benchmark):
             raise ValueError(f"benchmark {cfg.benchmark.get('name')!r} is not a benchmark")
         if int(cfg.eval.batch_size) < 1:

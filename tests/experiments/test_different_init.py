@@ -185,7 +185,7 @@ def test_a_misspelt_key_fails_at_composition_naming_its_path(override, path):
 def test_a_regime_mismatch_is_explained():
     with pytest.raises(ValueError, match="not a different-initialisation benchmark"):
         DifferentInitPipeline().validate(composed("pipeline=different_init", "model=resnet20"))
-    with pytest.raises(ValueError, match="merges task vectors"):
+    with pytest.raises(ValueError, match="choose pipeline=task_vectors"):
         DifferentInitPipeline().validate(
             composed("+experiment=different_init_sandbox", "method=task_arithmetic")
         )
