@@ -74,6 +74,7 @@ class RunConfig:
     cache_dir: str | None = None
     run_name: str | None = None
     resume: bool = True
+    completed_dir: str = "outputs/completed"
 
 
 @dataclass

@@ -7,7 +7,8 @@ The ``pipeline`` config group (``task_vectors`` or ``different_init``) is built 
 ``table.md`` (the paper-style table) and, with ``logger=wandb``, an (offline) W&B run,
 marked failed if the run fails or is interrupted.
 
-Resume: each finished method's rows are also kept under ``outputs/completed/``, keyed by
+Resume: each finished method's rows are also kept in ``completed_dir`` (default
+``outputs/completed/``), keyed by
 a digest of the resolved config that determines them (zoo, benchmark, protocol, eval,
 device and that method's config) and of mergelab's source code; a re-run of the same
 command (or a sweep job) reuses them instead of computing them again (``resume=false``
@@ -41,7 +42,9 @@ CODE_VERSION = json_digest(
     {str(p.relative_to(ROOT)): p.read_text() for d in ("merging", "evaluation", "experiments")
      for p in sorted((ROOT / d).rglob("*.py"))}
 )  # fmt: skip  # finished rows are reused only with the code that computed them
-NOT_IN_UNIT_KEY = ("method", "run_name", "progress", "logger", "resume", "cache_dir")
+NOT_IN_UNIT_KEY = (
+    "method", "run_name", "progress", "logger", "resume", "cache_dir", "completed_dir"
+)
 register_schemas()
 if not OmegaConf.has_resolver("run_token"):
     OmegaConf.register_new_resolver("run_token", lambda: RUN_TOKEN)
@@ -64,15 +67,14 @@ def unit_key(config: dict[str, Any], unit: str, device: str) -> str:
     return json_digest({**kept, "device": device, "method": method, "code": CODE_VERSION})
 
 
-def completed_dir() -> Path:
-    return Path(HydraConfig.get().runtime.cwd) / "outputs" / "completed"
-
-
-def finished_units(config: dict[str, Any], device: str, run: str) -> dict[str, list[Row]]:
-    """Rows of the units already finished with this config, relabelled with run ``run``."""
+def finished_units(
+    config: dict[str, Any], device: str, run: str, store: Path
+) -> dict[str, list[Row]]:
+    """Rows of the units already finished with this config (in ``store``), relabelled with
+    run ``run``."""
     found = {}
     for unit in config["method"]:
-        path = completed_dir() / f"{unit_key(config, unit, device)}.csv"
+        path = store / f"{unit_key(config, unit, device)}.csv"
         if path.exists():
             frame = read_rows(path).assign(run=run)
             found[unit] = [Row(**r) for r in frame.to_dict("records")]
@@ -88,7 +90,8 @@ def main(cfg: DictConfig) -> None:
     config = OmegaConf.to_container(cfg, resolve=True)
     atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(config))
     env = Env(cache_root(cfg.cache_dir), resolve_device(str(cfg.device)), bool(cfg.progress))
-    finished = finished_units(config, env.device, name) if cfg.resume else {}
+    store = Path(HydraConfig.get().runtime.cwd, cfg.completed_dir)
+    finished = finished_units(config, env.device, name, store) if cfg.resume else {}
     logger = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, name=name, config=config)
     ctx = RunContext(name=name, run_dir=run_dir, logger=logger, env=env, finished=finished)
     failed = True
@@ -98,7 +101,7 @@ def main(cfg: DictConfig) -> None:
             rows += unit_rows
             write_rows(rows, run_dir / "results.csv")  # on disk as each method finishes
             if unit not in finished:
-                write_rows(unit_rows, completed_dir() / f"{unit_key(config, unit, env.device)}.csv")
+                write_rows(unit_rows, store / f"{unit_key(config, unit, env.device)}.csv")
         if finished:
             print(f"resumed: reused the finished rows of {', '.join(finished)}")
         frame = write_rows(rows, run_dir / "results.csv")

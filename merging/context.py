@@ -36,7 +36,8 @@ class ModelContext:
       read (methods run copies loaded with a state, :meth:`network`).
     * ``spec``: the architecture's permutation symmetries.
     * ``batches()``: an iterator of ``(x, y)`` merge batches of the train split, the same
-      batches in the same order on every call (activation statistics, BatchNorm resets).
+      batches in the same order on every call (activation statistics; BatchNorm resets
+      unless ``reset_batchnorm`` is given).
     * ``activation_points``: ``{group: [module name, ...]}``, the modules whose outputs
       (channels on axis 1) carry each group's features.
     * ``train_batches(samples, batch_size)``: for methods that learn on data (NP Merge): a
@@ -44,8 +45,14 @@ class ModelContext:
       (``min(samples, train_size)`` of them), reshuffled on every call; ``train_size``: how
       many training examples there are to draw from.
     * ``reset_batchnorm(state)``: ``state`` with its BatchNorm statistics recomputed (the
-      hook every merged state goes through); default: on ``batches``, with
-      :func:`merging.batchnorm.recompute_batchnorm_state`.
+      hook every merged state goes through, NP Merge's intermediate merges included);
+      default: on ``batches``, with :func:`merging.batchnorm.recompute_batchnorm_state`.
+      The different-initialisation pipeline passes the authors' reset, one epoch over the
+      training images with the training augmentation (shoroi/align-n-merge
+      ``reset_bn_stats``), and resets the base models with it before merging.
+
+    ``pair_stats`` is memoised per pair of state objects (the same two states give the same
+    statistics), so a search over a method's options computes them once per context.
     """
 
     states: Sequence[State]
@@ -58,6 +65,7 @@ class ModelContext:
     reset_batchnorm: Callable[[State], dict[str, torch.Tensor]] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
+    _pair_memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.reset_batchnorm is None:
@@ -81,9 +89,15 @@ class ModelContext:
         position (:func:`merging.alignment.pair_statistics`)."""
         if not self.activation_points:
             raise ValueError("this context declares no activation_points")
-        return pair_statistics(
-            self.network(state_a), self.network(state_b), self.batches, self.activation_points
-        )
+        key = (id(state_a), id(state_b))
+        held = self._pair_memo.get(key)
+        if held is None or held[0] is not state_a or held[1] is not state_b:
+            stats = pair_statistics(
+                self.network(state_a), self.network(state_b), self.batches,
+                self.activation_points,
+            )  # fmt: skip
+            held = self._pair_memo[key] = (state_a, state_b, stats)
+        return dict(held[2])
 
     def pair(self, method: str) -> tuple[State, State]:
         """The two states of a method that merges exactly two models; ``ValueError``

@@ -31,16 +31,23 @@ COMPARISONS = ("inclusive", "strict")
 RANK_COUNTS = ("at_least_one", "authors")
 
 
+def number(name: str, value: object) -> float:
+    """``value`` as a float; ``ValueError`` naming the option if it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"option {name!r} must be a number, got {value!r}")
+    return float(value)
+
+
 def fraction(name: str, value: float) -> float:
     """A kept fraction in (0, 1]."""
-    if not 0.0 < float(value) <= 1.0:
+    if not 0.0 < number(name, value) <= 1.0:
         raise ValueError(f"option {name!r} must be in (0, 1], got {value!r}")
     return float(value)
 
 
 def probability(name: str, value: float) -> float:
     """A drop rate in [0, 1)."""
-    if not 0.0 <= float(value) < 1.0:
+    if not 0.0 <= number(name, value) < 1.0:
         raise ValueError(f"option {name!r} must be in [0, 1), got {value!r}")
     return float(value)
 
@@ -66,7 +73,9 @@ def per_task(name: str, value: float | Sequence[float], num_tasks: int) -> list[
     if isinstance(value, str):
         raise ValueError(f"option {name!r} must be a number or one per task, got {value!r}")
     values = (
-        [float(value)] * num_tasks if isinstance(value, int | float) else [float(v) for v in value]
+        [number(name, value)] * num_tasks
+        if isinstance(value, int | float)
+        else [number(name, v) for v in value]
     )
     if len(values) != num_tasks:
         raise ValueError(f"option {name!r} has {len(values)} values for {num_tasks} tasks")

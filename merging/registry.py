@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from merging.storage import STORAGE_RULES
-from merging.streaming import TaskVectors
+from merging.streaming import TaskVectors, with_aliases
 
 StateDict = dict[str, torch.Tensor]
 KINDS = ("task_vectors", "models")
@@ -131,7 +131,9 @@ def merge(
     ``task_vectors`` are mappings from parameter name to tensor (plain dicts or lazy
     mappings that load a tensor when its key is read). Returns the merged task vector,
     unscaled (the caller forms ``theta_0 + alpha * tau``), or, for task-specific
-    methods, one task vector per input task. ``device`` runs the per-tensor math there;
+    methods, one task vector per input task. Tied parameters (keys sharing one tensor, or
+    declared by the task vectors' ``tied``) are merged once and returned as one tensor
+    under each of their keys. ``device`` runs the per-tensor math there;
     results come back on the CPU in the input dtype. ``context`` is passed to methods
     that declare ``needs``. Raises ``TypeError`` for unknown or missing options and
     ``ValueError`` for too few task vectors or a missing context.
@@ -148,8 +150,12 @@ def merge(
     if spec.needs:
         if context is None:
             raise ValueError(f"merge method {name!r} needs a context with {list(spec.needs)}")
-        return spec.fn(tvs, context, **hparams)
-    return spec.fn(tvs, **hparams)
+        out = spec.fn(tvs, context, **hparams)
+    else:
+        out = spec.fn(tvs, **hparams)
+    if isinstance(out, list):
+        return [with_aliases(o, tvs.aliases) for o in out]
+    return with_aliases(out, tvs.aliases)
 
 
 def merge_models(name: str, context: Any, **hparams: object) -> Any:

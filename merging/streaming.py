@@ -3,6 +3,11 @@
 A merge reads one parameter name ("key") of every task at a time: memory is bounded by
 T copies of the largest tensor, never T copies of the model. Keys, shapes, dtypes and
 finiteness are checked as tensors are read, with errors naming the key and the task.
+
+Tied parameters (several keys holding one tensor, e.g. T5's input embedding and LM head)
+are one parameter: only the first key of each group is merged (so a global top-k counts
+it once and it gets one mask); the merge output maps every other key of the group to the
+same tensor (:func:`with_aliases`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,46 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 
 Tensor = torch.Tensor
+TiedGroups = Sequence[Sequence[str]]
+
+
+def tied_groups(state: Mapping[str, Tensor]) -> list[list[str]]:
+    """Groups of keys of ``state`` whose tensors are the same view of one storage (same data
+    pointer, shape and strides), in key order; only groups of two or more. Lazy mappings
+    that create tensors on read have none (their zoo must declare its ties)."""
+    groups: dict[tuple, list[str]] = {}
+    for key, x in state.items():
+        if isinstance(x, Tensor) and x.numel():
+            ident = (x.untyped_storage().data_ptr(), x.storage_offset(), x.shape, x.stride())
+            groups.setdefault(ident, []).append(key)
+    return [keys for keys in groups.values() if len(keys) > 1]
+
+
+class Aliased(Mapping[str, Tensor]):
+    """``mapping`` plus alias keys that read their primary key's tensor (tied parameters)."""
+
+    def __init__(self, mapping: Mapping[str, Tensor], aliases: Mapping[str, str]) -> None:
+        self.mapping, self.aliases = mapping, dict(aliases)
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self.mapping[self.aliases.get(key, key)]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.mapping
+        yield from self.aliases
+
+    def __len__(self) -> int:
+        return len(self.mapping) + len(self.aliases)
+
+
+def with_aliases(out: Mapping[str, Tensor], aliases: Mapping[str, str]) -> Mapping[str, Tensor]:
+    """A merge output with every alias key mapped to its primary's tensor (one object, so
+    tied parameters stay tied); ``out`` itself when there are no aliases."""
+    if not aliases:
+        return out
+    if isinstance(out, dict):
+        return {**out, **{alias: out[primary] for alias, primary in aliases.items()}}
+    return Aliased(out, aliases)
 
 
 class TaskVectors:
@@ -27,21 +72,38 @@ class TaskVectors:
         self,
         task_vectors: Sequence[Mapping[str, Tensor]],
         device: str | torch.device | None = None,
+        tied: TiedGroups | None = None,
     ) -> None:
         self._tvs = list(task_vectors)
         if not self._tvs:
             raise ValueError("no task vectors given")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.keys: list[str] = list(self._tvs[0].keys())
-        key_set = set(self.keys)
+        self.names = [
+            getattr(tv, "name", None) or f"task vector {t}" for t, tv in enumerate(self._tvs)
+        ]
+        all_keys = list(self._tvs[0].keys())
+        key_set = set(all_keys)
         for t, tv in enumerate(self._tvs[1:], start=1):
             other = set(tv.keys())
             if other != key_set:
                 missing = sorted(key_set - other)
                 if missing:
-                    raise KeyError(f"task vector {t} lacks key {missing[0]!r} (task 0 has it)")
+                    raise KeyError(
+                        f"{self.names[t]} lacks key {missing[0]!r} ({self.names[0]} has it)"
+                    )
                 extra = sorted(other - key_set)
-                raise KeyError(f"task vector {t} has key {extra[0]!r} that task 0 lacks")
+                raise KeyError(f"{self.names[t]} has key {extra[0]!r} that {self.names[0]} lacks")
+        if tied is None:
+            tied = getattr(self._tvs[0], "tied", None)
+        if tied is None and isinstance(self._tvs[0], dict):
+            tied = tied_groups(self._tvs[0])
+        self.aliases: dict[str, str] = {}
+        for group in tied or ():
+            unknown = [k for k in group if k not in key_set]
+            if unknown:
+                raise KeyError(f"tied key {unknown[0]!r} is not a key of the task vectors")
+            self.aliases.update({alias: group[0] for alias in group[1:]})
+        self.keys: list[str] = [k for k in all_keys if k not in self.aliases]
         self._meta: dict[str, tuple[torch.Size, torch.dtype]] = {}
 
     def __len__(self) -> int:
@@ -72,15 +134,17 @@ class TaskVectors:
         shape, dtype = self.meta(key)
         if x.shape != shape:
             raise ValueError(
-                f"key {key!r}: task vector {t} has shape {tuple(x.shape)}, "
-                f"task 0 has {tuple(shape)}"
+                f"key {key!r}: {self.names[t]} has shape {tuple(x.shape)}, "
+                f"{self.names[0]} has {tuple(shape)}"
             )
         if x.dtype != dtype:
-            raise TypeError(f"key {key!r}: task vector {t} is {x.dtype}, task 0 is {dtype}")
+            raise TypeError(
+                f"key {key!r}: {self.names[t]} is {x.dtype}, {self.names[0]} is {dtype}"
+            )
         x = x.to(self.device, torch.float32)
         # one reduction first; the exact elementwise check only if the sum is not finite
         if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
-            raise ValueError(f"key {key!r}: task vector {t} contains NaN or Inf")
+            raise ValueError(f"key {key!r}: {self.names[t]} contains NaN or Inf")
         return x
 
     def tensors(self, key: str) -> list[Tensor]:

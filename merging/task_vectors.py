@@ -7,9 +7,11 @@ a key only when that key is read, so no checkpoint is forced into memory whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
+
+from merging.streaming import tied_groups
 
 Tensor = torch.Tensor
 
@@ -19,9 +21,17 @@ class TaskVector(Mapping[str, Tensor]):
 
     Non-float entries (integer buffers, BatchNorm counters) are not task-vector
     entries: reading one returns the pretrained value, which merges carry unchanged.
+    ``name`` (the task) is what errors call it; ``tied`` lists groups of keys that are one
+    parameter (default: those sharing storage in ``pretrained`` when it is a dict).
     """
 
-    def __init__(self, finetuned: Mapping[str, Tensor], pretrained: Mapping[str, Tensor]) -> None:
+    def __init__(
+        self,
+        finetuned: Mapping[str, Tensor],
+        pretrained: Mapping[str, Tensor],
+        name: str | None = None,
+        tied: Sequence[Sequence[str]] | None = None,
+    ) -> None:
         ft, pt = set(finetuned.keys()), set(pretrained.keys())
         if ft != pt:
             only_ft, only_pt = sorted(ft - pt), sorted(pt - ft)
@@ -30,15 +40,21 @@ class TaskVector(Mapping[str, Tensor]):
                 if only_ft
                 else f"key {only_pt[0]!r} is in the pretrained model but not the fine-tuned one"
             )
-            raise KeyError(f"task vector: {where}")
+            raise KeyError(f"task vector{f' of {name}' if name else ''}: {where}")
         self.finetuned, self.pretrained = finetuned, pretrained
         self._keys = list(pretrained.keys())
+        self.name = name
+        self.tied = tied if tied is not None or not isinstance(pretrained, dict) else (
+            tied_groups(pretrained)
+        )
 
     def __getitem__(self, key: str) -> Tensor:
         ft, pt = self.finetuned[key], self.pretrained[key]
         if ft.shape != pt.shape:
+            who = f" of {self.name}" if self.name else ""
             raise ValueError(
-                f"key {key!r}: fine-tuned shape {tuple(ft.shape)} != pretrained {tuple(pt.shape)}"
+                f"key {key!r}: fine-tuned{who} shape {tuple(ft.shape)} != pretrained "
+                f"{tuple(pt.shape)}"
             )
         return ft - pt if torch.is_floating_point(pt) else pt
 

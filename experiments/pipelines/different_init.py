@@ -4,29 +4,41 @@ CCA Merge, NP Merge, the ensemble, the base models themselves).
 
 The zoo (``cfg.model``, an :class:`evaluation.zoo.InitZoo`) and the benchmark
 (``cfg.benchmark``) are built with ``hydra.utils.instantiate``. Per data setting of the
-benchmark (``same`` / ``cross``) the zoo's ``num_models`` base models are built or loaded;
-then every selected method (one unit of work; a unit the run has already finished is
-reused) merges the first ``k`` of them for each ``k`` in its ``models`` list,
-through :func:`merging.merge_models` on a :class:`merging.context.ModelContext`, and its
-output is scored on the test split: a state dict as the architecture's network, a module
-(the ensemble) by its own logits, a list of states one row per model (``model: i``).
-Nothing is selected on data, so rows carry ``split="test"`` only; their hyperparameters are
-``{"models": k, **hparams}``.
+benchmark (``same`` / ``cross``) the zoo's ``num_models`` base models are built or loaded
+and their BatchNorm statistics recomputed with the benchmark's reset (one epoch over the
+training images with the training augmentation, as the authors do before merging,
+shoroi/align-n-merge ``evaluation/align_merge_main.py``); that reset also follows every
+merge (:class:`merging.context.ModelContext` ``reset_batchnorm``). Then every selected
+method (one unit of work; a unit the run has already finished is reused) merges the first
+``k`` of them for each ``k`` in its ``models`` list, through :func:`merging.merge_models`.
+
+Selection (the authors pick CCA's gamma and ZipIt!'s (alpha, beta) per setting by a search,
+``evaluation/{cca,zipit}_hparam_search.py``; they score it on the test set, mergelab on the
+benchmark's val split, held out of train): a method's ``search`` grid is merged once per
+point for each setting and ``k``, every point scored on val (``split="val"`` rows), and the
+point with the best val accuracy (ties: the first in grid order) scored on test
+(``split="test"`` rows). Without a search there is one point. With a val split every method
+gets val rows; without one (``benchmark.val.samples=0``) only test rows, and no method may
+search. Outputs are scored as a state dict on the architecture's network, a module (the
+ensemble) by its own logits, a list of states one row per model (``model: i``); the rows'
+hyperparameters are ``{"models": k, **hparams, **point}``.
 
 What the pipeline uses of the built objects: ``zoo.load(benchmark, setting, env)`` returns
 base models with ``states``, ``network(state)``, ``spec`` and ``activation_points``; the
-benchmark has ``name``, ``num_models``, ``settings``, ``merge_data.seed``,
-``setting_name(s)``, ``merge_batches()``, ``train_batches(samples, batch_size, seed,
-shuffle=)``, ``train_size`` and ``accuracy(module, device)`` (e.g.
-:class:`evaluation.cnn.benchmark.DifferentInitBenchmark`).
+benchmark has ``name``, ``num_models``, ``settings``, ``merge_data.seed``, ``has_val``,
+``setting_name(s)``, ``merge_batches()``, ``reset_batches()``, ``train_batches(samples,
+batch_size, seed, shuffle=)``, ``train_size`` and ``accuracy(module, device, split)``
+(e.g. :class:`evaluation.cnn.benchmark.DifferentInitBenchmark`).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -41,34 +53,49 @@ from evaluation.results import Row, hparams_key
 from evaluation.zoo import InitZoo, check_regime
 from experiments.context import RunContext
 from merging import merge_models
+from merging.batchnorm import recompute_batchnorm_state
 from merging.context import ModelContext, standin_context
 
-BENCHMARK_NEEDS = ("num_models", "settings", "merge_data", "merge_batches", "accuracy")
+BENCHMARK_NEEDS = (
+    "num_models", "settings", "merge_data", "merge_batches", "reset_batches", "has_val",
+    "accuracy",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ModelsMethod:
     """One method config (``method.<key>``): ``fn`` on the first ``k`` base models for each
-    ``k`` in ``models``."""
+    ``k`` in ``models``, at every point of its ``search`` grid (chosen on val)."""
 
     key: str
     label: str
     fn: str
     models: tuple[int, ...]
     hparams: dict[str, Any]
+    search: dict[str, list[Any]] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, key: str, cfg: Mapping[str, Any], num_models: int) -> ModelsMethod:
+    def from_config(
+        cls, key: str, cfg: Mapping[str, Any], num_models: int, has_val: bool = True
+    ) -> ModelsMethod:
         """From a ``method.<key>`` config (schema ``experiments.config.MethodConfig``); errors
-        name the key path at fault."""
+        name the key path at fault. A search needs a val split (``has_val``)."""
         where = f"method.{key}"
         spec = configured_spec(key, cfg, "models")
-        if cfg.get("search"):
-            raise ValueError(
-                f"{where}.search: the different_init pipeline selects nothing on data; "
-                "give fixed values in hparams"
-            )
         hparams = dict(cfg.get("hparams") or {})
+        search = dict(cfg.get("search") or {})
+        for name in sorted(set(hparams) & set(search)):
+            raise ValueError(f"{where}: option {name!r} is both in hparams and in search")
+        for name, values in search.items():
+            if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+                raise ValueError(f"{where}.search.{name} must be a non-empty list")
+        searched = [name for name, values in search.items() if len(values) > 1]
+        if searched and not has_val:
+            raise ValueError(
+                f"{where}.search.{searched[0]} selects on the val split, but the benchmark has "
+                "none (benchmark.val.samples=0): give benchmark.val.samples > 0, or one value "
+                f"(e.g. {where}.search.{searched[0]}=[{search[searched[0]][0]}])"
+            )
         models = tuple(
             dict.fromkeys(num_models if k == "all" else k for k in cfg.get("models") or [2])
         )
@@ -80,26 +107,36 @@ class ModelsMethod:
                     f"{where}.models: cannot combine {k} models (from {spec.min_inputs} to "
                     f"num_models={num_models})"
                 )
-        return cls(key, str(cfg.get("label") or spec.label), spec.name, models, hparams)
+        label = str(cfg.get("label") or spec.label)
+        search = {name: list(values) for name, values in search.items()}
+        return cls(key, label, spec.name, models, hparams, search)
+
+    def grid(self) -> list[dict[str, Any]]:
+        """The search points in grid order (the last option varies fastest); one empty point
+        without a search."""
+        names = list(self.search)
+        return [dict(zip(names, v, strict=True)) for v in itertools.product(*self.search.values())]
 
     def check_options(self) -> None:
         """Merge a tiny stand-in context (:func:`merging.context.standin_context`) of ``k``
-        models for each ``k``, so that an out-of-range option fails, naming the option,
-        before any long computation."""
+        models for each ``k`` at every search point, so that an out-of-range option fails,
+        naming the option, before any long computation."""
         for k in self.models:
-            try:
-                merge_models(self.fn, standin_context(k), **self.hparams)
-            except (ValueError, TypeError, KeyError) as err:
-                message = err.args[0] if isinstance(err, KeyError) and err.args else err
-                raise ValueError(f"method.{self.key}: {message}") from None
+            context = standin_context(k)
+            for point in self.grid():
+                try:
+                    merge_models(self.fn, context, **self.hparams, **point)
+                except (ValueError, TypeError, KeyError) as err:
+                    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+                    raise ValueError(f"method.{self.key}: {message}") from None
 
 
-def methods_of(cfg: DictConfig, num_models: int) -> list[ModelsMethod]:
-    """The selected methods, checked against the benchmark's number of models."""
+def methods_of(cfg: DictConfig, num_models: int, has_val: bool = True) -> list[ModelsMethod]:
+    """The selected methods, checked against the benchmark's number of models and val split."""
     methods = OmegaConf.to_container(cfg.method, resolve=True) or {}
     if not methods:
         raise ValueError("no method selected: pass method=<name> or method=[a,b,...]")
-    return [ModelsMethod.from_config(key, m, num_models) for key, m in methods.items()]
+    return [ModelsMethod.from_config(key, m, num_models, has_val) for key, m in methods.items()]
 
 
 def build(cfg: DictConfig) -> tuple[InitZoo, Any]:
@@ -131,26 +168,22 @@ class DifferentInitPipeline:
     def validate(self, cfg: DictConfig) -> None:
         """Check zoo, benchmark, methods and options before any data is loaded or trained."""
         _, benchmark = build(cfg)
-        for method in methods_of(cfg, benchmark.num_models):
+        for method in methods_of(cfg, benchmark.num_models, benchmark.has_val):
             method.check_options()
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> Iterator[tuple[str, list[Row]]]:
-        """Build or load the base models of every setting, then run each method on them;
-        yields ``(method key, rows)`` as each method finishes (the rows of a method in
-        ``ctx.finished`` as they are)."""
+        """Build or load the base models of every setting and reset their BatchNorm
+        statistics, then run each method on them; yields ``(method key, rows)`` as each
+        method finishes (the rows of a method in ``ctx.finished`` as they are)."""
         zoo, benchmark = build(cfg)
-        methods = methods_of(cfg, benchmark.num_models)
+        methods = methods_of(cfg, benchmark.num_models, benchmark.has_val)
         contexts = {}
         if any(m.key not in ctx.finished for m in methods):
-            device, seed = torch.device(ctx.device), benchmark.merge_data.seed
             for setting in benchmark.settings:
                 models = zoo.load(benchmark, setting, ctx.env)
-                contexts[benchmark.setting_name(setting)] = models, ModelContext(
-                    models.states, models.network().to(device), models.spec,
-                    benchmark.merge_batches(), models.activation_points,
-                    train_batches=lambda n, b: benchmark.train_batches(n, b, seed, shuffle=True),
-                    train_size=benchmark.train_size, device=device, seed=seed,
-                )  # fmt: skip
+                contexts[benchmark.setting_name(setting)] = models, _context(
+                    models, benchmark, torch.device(ctx.device)
+                )
         for method in methods:
             if method.key in ctx.finished:
                 yield method.key, ctx.finished[method.key]
@@ -158,22 +191,8 @@ class DifferentInitPipeline:
             rows = []
             for name, (models, context) in contexts.items():
                 for k in method.models:
-                    start = time.perf_counter()
-                    output = merge_models(
-                        method.fn, context.with_states(models.states[:k]), **method.hparams
-                    )
-                    scores = _scores(output, models, benchmark, context.device)
-                    seconds = time.perf_counter() - start
-                    for extra, value in scores:
-                        hparams = {"models": k, **method.hparams, **extra}
-                        rows.append(
-                            Row(ctx.name, name, cfg.model.name, method.label, hparams_key(hparams),
-                                benchmark.data.name, "test", "accuracy", value)
-                        )  # fmt: skip
-                        tag = f"{name}/{_row_label(method.label, hparams)}/{k}_models"
-                        ctx.logger.log_metrics(
-                            {f"{tag}/test_accuracy": value, f"{tag}/seconds": seconds}
-                        )
+                    sub = context.with_states(context.states[:k])
+                    rows += _evaluate(method, sub, models, benchmark, k, name, cfg, ctx)
             yield method.key, rows
 
     def table(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -195,10 +214,68 @@ class DifferentInitPipeline:
         return out
 
 
+def _context(models: Any, benchmark: Any, device: torch.device) -> ModelContext:
+    """The merge context of one setting's base models, their BatchNorm statistics reset with
+    the benchmark's reset, the reset that also follows every merge."""
+    network = models.network().to(device)
+    seed = benchmark.merge_data.seed
+    reset = functools.partial(
+        recompute_batchnorm_state, network, batches=benchmark.reset_batches()
+    )
+    return ModelContext(
+        [reset(state) for state in models.states], network, models.spec,
+        benchmark.merge_batches(), models.activation_points,
+        train_batches=lambda n, b: benchmark.train_batches(n, b, seed, shuffle=True),
+        train_size=benchmark.train_size, reset_batchnorm=reset, device=device, seed=seed,
+    )  # fmt: skip
+
+
+def _evaluate(
+    method: ModelsMethod,
+    context: ModelContext,
+    models: Any,
+    benchmark: Any,
+    k: int,
+    setting: str,
+    cfg: DictConfig,
+    ctx: RunContext,
+) -> list[Row]:
+    """Rows of ``method`` on ``context`` (``k`` models of ``setting``): val at every search
+    point, test at the point with the best val accuracy (ties: the first); test only when
+    the benchmark has no val split (one point)."""
+    rows: list[Row] = []
+
+    def row(hparams: Mapping[str, Any], split: str, value: float) -> Row:
+        return Row(ctx.name, setting, cfg.model.name, method.label, hparams_key(hparams),
+                   benchmark.data.name, split, "accuracy", value)  # fmt: skip
+
+    best = None  # (val accuracy, point, output, seconds)
+    for point in method.grid():
+        start = time.perf_counter()
+        output = merge_models(method.fn, context, **method.hparams, **point)
+        seconds = time.perf_counter() - start
+        if not benchmark.has_val:
+            best = (0.0, point, output, seconds)
+            break
+        scores = _scores(output, models, benchmark, context.device, "val")
+        for extra, value in scores:
+            rows.append(row({"models": k, **method.hparams, **point, **extra}, "val", value))
+        score = sum(value for _, value in scores) / len(scores)
+        if best is None or score > best[0]:
+            best = (score, point, output, seconds)
+    _, point, output, seconds = best
+    for extra, value in _scores(output, models, benchmark, context.device, "test"):
+        hparams = {"models": k, **method.hparams, **point, **extra}
+        rows.append(row(hparams, "test", value))
+        tag = f"{setting}/{_row_label(method.label, hparams)}/{k}_models"
+        ctx.logger.log_metrics({f"{tag}/test_accuracy": value, f"{tag}/seconds": seconds})
+    return rows
+
+
 def _scores(
-    output: Any, models: Any, benchmark: Any, device: torch.device
+    output: Any, models: Any, benchmark: Any, device: torch.device, split: str
 ) -> list[tuple[dict[str, Any], float]]:
-    """Test accuracy of a merge output: a module by its logits, a state dict as the
+    """Accuracy on ``split`` of a merge output: a module by its logits, a state dict as the
     architecture's network, a list of states one score per model (``model: i``)."""
     if isinstance(output, nn.Module):
         nets = [({}, output)]
@@ -206,7 +283,7 @@ def _scores(
         nets = [({"models": 1, "model": i}, models.network(s)) for i, s in enumerate(output)]
     else:
         nets = [({}, models.network(output))]
-    return [(extra, benchmark.accuracy(net, device)) for extra, net in nets]
+    return [(extra, benchmark.accuracy(net, device, split)) for extra, net in nets]
 
 
 def _row_label(label: str, hparams: Mapping[str, Any]) -> str:

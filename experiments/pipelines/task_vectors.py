@@ -129,7 +129,9 @@ class TaskVectorPipeline:
         check_distinct_experts(experts.pretrained, experts.experts, names)
         methods = [_with_zoo_entries(m, experts.unmerged_entries) for m in methods]
         evaluator = experts.evaluator(tasks, int(cfg.eval.batch_size), ctx.env)
-        taus = [TaskVector(experts.experts[name], experts.pretrained) for name in names]
+        taus = [
+            TaskVector(experts.experts[n], experts.pretrained, name=f"task {n!r}") for n in names
+        ]
         scorer = Scorer(evaluator, names)
         expert = {
             split: scorer.scores("finetuned", {}, lambda: merge("finetuned", taus), 1.0, split)

@@ -33,8 +33,12 @@ def weight_matching(
     ``C[i, j] = sum_{(key, axis) in g} <W_A[key]_i, pi_{-g}(W_B[key])_j>`` (slices along
     ``axis``), solved exactly by linear assignment (``scipy.optimize.linear_sum_assignment``).
     Stops after a full sweep in which no group improves, or after ``max_iter`` sweeps.
-    All floating-point spec entries take part (BatchNorm statistics included, as in
-    Git Re-Basin). Returns ``{group: p}`` for ``permute_state(spec, state_b, p)``.
+    The floating-point spec entries take part except ``spec.statistics`` (BatchNorm running
+    mean and variance): like samuela/git-re-basin (``weight_matching.py``, whose specs list
+    weights and normalisation scale/bias only) and shoroi/align-n-merge
+    (``evaluation/weight_matching_resnets.py``, ``norm`` without running statistics), the
+    objective covers learned weights only; ``permute_state`` still permutes the statistics.
+    Returns ``{group: p}`` for ``permute_state(spec, state_b, p)``.
     The result is a local optimum: it recovers a permutation applied to a copy of A on
     networks of realistic width, but on very narrow ones (a handful of units per layer) the
     descent can stop at a wrong permutation.
@@ -42,7 +46,7 @@ def weight_matching(
     if max_iter < 1:
         raise ValueError(f"option 'max_iter' must be a positive integer, got {max_iter!r}")
     sizes = check_pair(spec, state_a, state_b)
-    keys = [k for k in spec.axes if state_a[k].is_floating_point()]
+    keys = [k for k in spec.axes if k not in spec.statistics and state_a[k].is_floating_point()]
     wa = {k: state_a[k].detach().double() for k in keys}
     wb = {k: state_b[k].detach().double().to(wa[k].device) for k in keys}
     perms = {g: torch.arange(n) for g, n in sizes.items()}

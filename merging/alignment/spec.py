@@ -14,17 +14,23 @@ unmerge matrix ``U`` (n x k), ``W' = W U``. By default axis 0 produces and every
 consumes, which holds for ``nn.Linear`` / ``nn.ConvNd`` weights, biases and norm layers;
 keys where it does not (e.g. ``nn.Embedding`` whose axis 1 produces, transposed convs) list
 their consuming axes in ``consumes``.
+
+Entries that hold statistics of the data rather than learned weights (BatchNorm
+``running_mean`` / ``running_var``) are permuted with their group, so a permuted network
+still computes the same function, but weight matching does not score them
+(``PermutationSpec.statistics``), as in both reference implementations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import torch
 
 Axes = tuple[str | None, ...]
 State = Mapping[str, torch.Tensor]
 Perms = dict[str, torch.Tensor]
+STATISTIC_NAMES = ("running_mean", "running_var")  # the buffers of torch's ``_BatchNorm``
 
 
 class PermutationSpec:
@@ -35,13 +41,25 @@ class PermutationSpec:
     classifier bias, BatchNorm ``num_batches_tracked``).
     ``consumes``: ``{key: (axis, ...)}`` overriding, for the listed keys, which permuted axes
     consume their group's features (default: every permuted axis but axis 0).
+    ``statistics``: the keys that hold statistics of the data, permuted but never scored by
+    weight matching; default: every key whose last name is ``running_mean`` or
+    ``running_var`` (the names of BatchNorm's buffers in a torch state dict).
     ``perm_to_axes``: derived ``{group: [(key, axis), ...]}``.
     """
 
     def __init__(
-        self, axes: Mapping[str, Axes], consumes: Mapping[str, tuple[int, ...]] | None = None
+        self,
+        axes: Mapping[str, Axes],
+        consumes: Mapping[str, tuple[int, ...]] | None = None,
+        statistics: Collection[str] | None = None,
     ):
         self.axes: dict[str, Axes] = {k: tuple(v) for k, v in axes.items()}
+        if statistics is None:
+            statistics = [k for k in self.axes if k.rsplit(".", 1)[-1] in STATISTIC_NAMES]
+        self.statistics: frozenset[str] = frozenset(statistics)
+        unknown = sorted(self.statistics - set(self.axes))
+        if unknown:
+            raise KeyError(f"statistics names keys {unknown} that are not in the spec's axes")
         self.consumes: dict[str, tuple[int, ...]] = dict(consumes or {})
         for key, ax in self.consumes.items():
             if key not in self.axes:
@@ -214,6 +232,7 @@ def conv_axes(
 
 
 def norm_axes(prefix: str, p: str, running_stats: bool = True) -> dict[str, Axes]:
-    """Axes of a BatchNorm / LayerNorm over ``p``'s features (running stats for BatchNorm)."""
+    """Axes of a BatchNorm / LayerNorm over ``p``'s features (running stats for BatchNorm,
+    which a spec treats as ``statistics`` by their names)."""
     names = ["weight", "bias"] + (["running_mean", "running_var"] if running_stats else [])
     return {f"{prefix}.{n}": (p,) for n in names}

@@ -63,8 +63,11 @@ def consensus(
     {0.2, ..., 0.6}: pass those (the task-vector pipeline does, for ``lam: from_tall_masks``).
     A single value (default 0.4, the middle of that grid) is a stand-in without that run.
     """
-    if isinstance(k, bool) or not isinstance(k, Integral) or k < 0:
-        raise ValueError(f"option 'k' must be a non-negative integer, got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, Integral) or not 0 <= k <= len(tvs):
+        raise ValueError(
+            f"option 'k' must be an integer from 0 to the number of tasks ({len(tvs)}), "
+            f"got {k!r}: above it no weight is kept (the zero-shot model)"
+        )
     per_task("lam", lam, len(tvs))
     fraction("ties_density", ties_density)
     masks_of = streamed_tall_masks(

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from merging.batchnorm import Batches, batchnorm_train_mode, recompute_batchnorm_state
+from merging.batchnorm import Batches, batchnorm_train_mode
 from merging.context import ModelContext
 from merging.methods.activation_matching import align_activations
 from merging.methods.weight_matching import align_weights
@@ -153,8 +153,7 @@ def np_merge_many(
     align: Callable[[State, State], State] | None = None,
     order: Sequence[int] | None = None,
     init: float | None = None,
-    reset_bn: bool = True,
-    bn_batches: int | None = None,
+    reset: Callable[[State], dict[str, torch.Tensor]] | None = None,
     **kwargs,
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
     """Merge several models by successive pairwise NP Merges, in ``order`` (default 0..T-1).
@@ -163,11 +162,11 @@ def np_merge_many(
     (``align(reference, state)`` returns ``state`` aligned to ``reference``, e.g. weight
     matching then ``permute_state``; None = no alignment). Unless ``init`` is given, the k-th
     merge starts at ``a = log k`` (alpha = k / (k + 1) on the running merge), i.e. at the
-    uniform average of the k + 1 models rather than over-weighting the last one. With
-    ``reset_bn`` the BatchNorm statistics of every intermediate merge (before the next model
-    is aligned to it) and of the final one are recomputed on ``batches`` (the first
-    ``bn_batches``). ``kwargs`` go to ``np_merge_pair``. Returns the merged state and the alphas of
-    each pairwise merge.
+    uniform average of the k + 1 models rather than over-weighting the last one. Every
+    intermediate merge (before the next model is aligned to it) and the final one go through
+    ``reset(state)`` (e.g. a BatchNorm reset, ``merging.batchnorm.recompute_batchnorm_state``;
+    None: the averaged placeholders are kept). ``kwargs`` go to ``np_merge_pair``. Returns the
+    merged state and the alphas of each pairwise merge.
     """
     order = list(range(len(states))) if order is None else [int(i) for i in order]
     if sorted(order) != list(range(len(states))) or len(order) < 2:
@@ -181,8 +180,8 @@ def np_merge_many(
         other = states[idx] if align is None else align(merged, states[idx])
         start = math.log(k) if init is None else init
         merged, alphas = np_merge_pair(model, merged, other, batches, init=start, **kwargs)
-        if reset_bn:
-            merged = recompute_batchnorm_state(model, merged, batches, bn_batches)
+        if reset is not None:
+            merged = reset(merged)
         history.append(alphas)
     return merged, history
 
@@ -237,10 +236,10 @@ def np_merge(
     ``activation_matching`` with the options of that method in ``alignment_options``, or
     ``none``); k > 2 models by successive pairwise merges in ``order`` (model indices, those
     ``>= k`` left out; default ascending), each starting at the uniform average unless
-    ``init`` (the logit ``a`` at the start) is given (:func:`np_merge_many`). BatchNorm
-    statistics are re-estimated after every pairwise merge on the same training batches
-    (not through ``context.reset_batchnorm``). ``lr``, ``optimizer``, ``weight_decay``: the
-    optimiser of the coefficients (:func:`np_merge_pair`).
+    ``init`` (the logit ``a`` at the start) is given (:func:`np_merge_many`). Every pairwise
+    merge, intermediate and final, goes through ``context.reset_batchnorm``, the BatchNorm
+    reset of every other method. ``lr``, ``optimizer``, ``weight_decay``: the optimiser of
+    the coefficients (:func:`np_merge_pair`).
     """
     choice("alignment", alignment, tuple(ALIGNMENTS))
     alignment_options = dict(alignment_options or {})
@@ -264,7 +263,7 @@ def np_merge(
     merged, _ = np_merge_many(
         context.template, context.states, data,
         align=None if align is None else functools.partial(align, context, **alignment_options),
-        order=sequence, init=init, reset_bn=True, steps=epochs * per_epoch, lr=lr,
+        order=sequence, init=init, reset=context.reset_batchnorm, steps=epochs * per_epoch, lr=lr,
         optimizer=optimizer, weight_decay=weight_decay, device=context.device,
     )  # fmt: skip
     return merged

@@ -34,7 +34,8 @@ def weight_matching(
     context: ModelContext, *, max_iter: int = 100, seed: int = 0
 ) -> dict[str, torch.Tensor]:
     """Models 2..k permuted to model 1 by weight matching, ``max_P sum_key <W_1, P(W_i)>``
-    (coordinate descent over the permutation groups in an order drawn from ``seed``, at most
-    ``max_iter`` sweeps), then averaged; BatchNorm statistics recomputed."""
+    over the learned weights (BatchNorm running statistics are permuted, not scored), by
+    coordinate descent over the permutation groups in an order drawn from ``seed``, at most
+    ``max_iter`` sweeps; then averaged, BatchNorm statistics recomputed."""
     align = functools.partial(align_weights, context, max_iter=max_iter, seed=seed)
     return aligned_average(context, align)

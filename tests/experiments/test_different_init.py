@@ -15,7 +15,8 @@ from evaluation.zoo import Env
 from experiments.config import register_schemas
 from experiments.context import RunContext
 from experiments.loggers import NullLogger
-from experiments.pipelines.different_init import DifferentInitPipeline
+from experiments.pipelines.different_init import DifferentInitPipeline, _context, build
+from merging.batchnorm import recompute_batchnorm_state
 from tests.evaluation.cnn.standins import write_cifar_standin
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -24,8 +25,10 @@ TINY = [
     "benchmark.num_models=2",
     "benchmark.training.epochs=1",
     "benchmark.training.batch_size=32",
+    "benchmark.val.samples=16",
     "benchmark.merge_data.samples=32",
     "benchmark.merge_data.batch_size=16",
+    "benchmark.batchnorm_reset.batch_size=16",
     "method.np_merge.hparams.samples=32",
     "method.np_merge.hparams.batch_size=16",
     "method.np_merge.hparams.epochs=1",
@@ -84,12 +87,12 @@ def test_sandbox_preset_runs_end_to_end(tmp_path):
     assert units == list(cfg.method)  # one unit per method, over both settings
     assert list(frame.columns) == list(COLUMNS)
     assert set(frame.benchmark) == {"sandbox_parts10_same", "sandbox_parts10_cross"}
-    assert set(frame.split) == {"test"} and set(frame.metric) == {"accuracy"}
+    assert set(frame.split) == {"val", "test"} and set(frame.metric) == {"accuracy"}
     assert frame.value.between(0, 100).all() and set(frame.run) == {"test"}
     assert set(frame.method) == LABELS and set(frame.task) == {"sandbox_parts10"}
     hparams = frame.hyperparameters.map(json.loads)
     assert set(hparams[frame.method == "NP Merge"].map(lambda h: h["models"])) == {2}
-    same = frame.benchmark == "sandbox_parts10_same"
+    same = (frame.benchmark == "sandbox_parts10_same") & (frame.split == "test")
     assert list(hparams[same & (frame.method == "Base model")]) == [
         {"model": 0, "models": 1}, {"model": 1, "models": 1}
     ]  # fmt: skip
@@ -97,9 +100,17 @@ def test_sandbox_preset_runs_end_to_end(tmp_path):
     assert list(hparams[same & (frame.method == "Weight matching")]) == [
         {"max_iter": 100, "models": 2, "seed": 0}
     ]
-    assert list(hparams[same & (frame.method == "ZipIt!")]) == [
-        {"alpha": 0.3, "beta": 0.125, "models": 2}
-    ]
+    # searched methods: val rows at every point of the authors' grid, test at the best one
+    for setting in ("sandbox_parts10_same", "sandbox_parts10_cross"):
+        for method, grid in (("ZipIt!", 36), ("CCA Merge", 14), ("Ensemble", 1)):
+            rows = frame[(frame.benchmark == setting) & (frame.method == method)]
+            val, test = rows[rows.split == "val"], rows[rows.split == "test"]
+            assert len(val) == grid and len(test) == 1
+            best = val.iloc[int(val.value.to_numpy().argmax())]  # ties: the first
+            assert test.hyperparameters.item() == best.hyperparameters
+    zipit = hparams[same & (frame.method == "ZipIt!")].item()
+    assert set(zipit) == {"alpha", "beta", "budget_count", "models"}
+    assert zipit["budget_count"] == "authors"
     assert any(k.endswith("NP Merge/2_models/test_accuracy") for k in logger.metrics)
 
     table = DifferentInitPipeline().table(frame)
@@ -129,7 +140,8 @@ def test_cifar_preset_runs_on_a_local_standin(tmp_path):
     _, frame = run_rows(cfg, context(tmp_path))
     assert set(frame.benchmark) == {"cifar10_same"} and set(frame.task) == {"cifar10"}
     assert set(frame.model) == {"resnet20x0.125"}
-    assert len(frame) == 2 + 1 + 1 + 1  # two base models, then one row per method
+    for split in ("val", "test"):  # two base models, then one row per method
+        assert (frame.split == split).sum() == 2 + 1 + 1 + 1
 
 
 @pytest.mark.parametrize(
@@ -139,15 +151,19 @@ def test_cifar_preset_runs_on_a_local_standin(tmp_path):
         ("method.np_merge.hparams.optimizer=lbfgs", "'optimizer' must be one of"),
         ("method.np_merge.hparams.order=[0,0,1]", "'order'"),
         ("method.np_merge.hparams.epochs=0", "'epochs'"),
-        ("method.cca_merge.hparams.reg=-1", "'reg'"),
-        ("method.zipit.hparams.beta=2", "'beta'"),
+        ("method.cca_merge.search.gamma=[0.1,-1]", "'gamma'"),
+        ("method.zipit.search.beta=[2]", "'beta'"),
+        ("+method.zipit.hparams.alpha=0.3", "'alpha' is both in hparams and in search"),
+        ("method.zipit.hparams.budget_count=paper", "'budget_count'"),
+        ("benchmark.val.samples=0", "method.zipit.search.alpha selects on the val split"),
+        ("benchmark.val.samples=4000", "benchmark.val.samples"),
+        ("benchmark.batchnorm_reset.samples=0", "benchmark.batchnorm_reset.samples"),
         ("method.weight_matching.hparams.max_iter=0", "'max_iter'"),
         ("+method.np_merge.hparams.steps=5", "no option method.np_merge.hparams.steps"),
         ("+method.weight_matching.hparams.tol=1", "no option method.weight_matching.hparams.tol"),
         ("+method.np_merge.hparams.alignment_options.tol=1", "alignment_options.tol"),
         ("method.ensemble.models=[9]", "cannot combine 9 models"),
         ("method.direct_average.models=[1]", "cannot combine 1 models"),
-        ("+method.zipit.search.alpha=[0.1]", "method.zipit.search"),
         ("benchmark.settings.cross.major_fraction=0.1", "benchmark.settings.cross"),
         ("benchmark.settings.same.seed=1", "benchmark.settings.same"),
         ("benchmark.training.epochs=0", "benchmark.training.epochs"),
@@ -189,3 +205,28 @@ def test_a_regime_mismatch_is_explained():
         DifferentInitPipeline().validate(
             composed("+experiment=different_init_sandbox", "method=task_arithmetic")
         )
+
+
+def test_without_a_val_split_one_point_is_scored_on_test_only(tmp_path):
+    cfg = composed(*SANDBOX, "benchmark.val.samples=0", "method=[base_models,zipit,cca_merge,np_merge]",
+                   "method.zipit.search.alpha=[0.3]", "method.zipit.search.beta=[0.125]",
+                   "method.cca_merge.search.gamma=[0.1]")  # fmt: skip
+    DifferentInitPipeline().validate(cfg)
+    _, frame = run_rows(cfg, context(tmp_path))
+    assert set(frame.split) == {"test"}
+    zipit = frame[frame.method == "ZipIt!"].hyperparameters.map(json.loads)
+    assert list(zipit) == [{"alpha": 0.3, "beta": 0.125, "budget_count": "authors", "models": 2}] * 2
+
+
+def test_base_models_are_reset_with_the_benchmark_reset_before_merging(tmp_path):
+    cfg = composed(*SANDBOX, "~benchmark.settings.cross")
+    zoo, benchmark = build(cfg)
+    models = zoo.load(benchmark, "same", Env(tmp_path))
+    merge_context = _context(models, benchmark, torch.device("cpu"))
+    for trained, reset in zip(models.states, merge_context.states, strict=True):
+        expected = recompute_batchnorm_state(models.network(), trained, benchmark.reset_batches())
+        assert all(torch.equal(reset[k], v) for k, v in expected.items())
+        assert not torch.equal(reset["bn1.running_var"], trained["bn1.running_var"])
+        assert torch.equal(reset["conv1.weight"], trained["conv1.weight"])
+    merged = merge_context.reset_batchnorm(merge_context.states[0])
+    assert all(torch.equal(merged[k], v) for k, v in merge_context.states[0].items())

@@ -1,8 +1,10 @@
 """The whole path, config to result table, on a miniature sandbox (the README's run, small)."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -25,24 +27,37 @@ TINY = [
 ]
 
 
+ENV = {**os.environ, "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT)}
+
+
+def command(*overrides: str) -> list[str]:
+    return [sys.executable, "-m", "experiments.run", *overrides]
+
+
 def run(*overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_SILENT": "true"}
     return subprocess.run(
-        [sys.executable, "-m", "experiments.run", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        command(*overrides), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600
     )
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
+def warm(tmp_path_factory) -> Path:
+    """A directory whose ``cache`` holds the tiny zoo, built once for this module."""
     tmp = tmp_path_factory.mktemp("run")
-    result = run(*TINY, f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'out'}")
+    result = run(*TINY, f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'out'}",
+                 f"completed_dir={tmp / 'completed'}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    return tmp / "out"
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def finished_run(warm) -> Path:
+    return warm / "out"
+
+
+def tiny(warm: Path, *overrides: str) -> list[str]:
+    """The tiny run on the warm cache, with its own store of finished methods."""
+    return [*TINY, f"cache_dir={warm / 'cache'}", "logger=none", *overrides]
 
 
 def test_run_writes_long_format_results_and_table(finished_run):
@@ -98,3 +113,96 @@ def test_bad_input_fails_fast_naming_the_culprit(tmp_path, override, message):
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
     assert not (tmp_path / "sandbox_clip").exists()  # failed before building anything
+
+
+def test_runs_started_together_never_share_a_directory(warm, tmp_path):
+    procs = [
+        subprocess.Popen(command(*tiny(warm, f"method={m}", "resume=false")), cwd=tmp_path,
+                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for m in ("zeroshot", "weight_averaging")
+    ]  # fmt: skip
+    for p in procs:
+        assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
+    dirs = sorted((tmp_path / "outputs" / "runs").glob("*/*"))
+    assert len(dirs) == 2
+    methods = {pd.read_csv(d / "results.csv").method.iloc[0] for d in dirs}
+    assert methods == {"Zero-shot", "Weight averaging"}
+
+
+def test_a_rerun_reuses_finished_methods_and_gives_the_same_rows(warm, tmp_path):
+    args = tiny(warm, "method=[zeroshot,task_arithmetic]", f"completed_dir={tmp_path / 'done'}")
+    first = run(*args, f"hydra.run.dir={tmp_path / 'a'}")
+    assert first.returncode == 0 and "resumed" not in first.stdout
+    second = run(*args, f"hydra.run.dir={tmp_path / 'b'}")
+    assert second.returncode == 0
+    assert "reused the finished rows of zeroshot, task_arithmetic" in second.stdout
+    a, b = (pd.read_csv(tmp_path / d / "results.csv").drop(columns="run") for d in "ab")
+    pd.testing.assert_frame_equal(a, b)
+    third = run(*args, "resume=false", f"hydra.run.dir={tmp_path / 'c'}")
+    assert "resumed" not in third.stdout
+
+
+def test_an_interrupted_run_keeps_finished_methods_and_resumes(warm, tmp_path):
+    args = tiny(warm, "method=[zeroshot,tall_masks,ties,task_arithmetic]",
+                "protocol.alphas=[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0]",
+                f"completed_dir={tmp_path / 'done'}")  # fmt: skip
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(command(*args, f"hydra.run.dir={out}"), cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 300
+    while not (out / "results.csv").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    rows = pd.read_csv(out / "results.csv")
+    assert "Zero-shot" in set(rows.method)  # the first method's rows survived
+    if proc.returncode != 0:  # interrupted before the end: no table, never a partial one
+        assert not (out / "table.md").exists()
+    again = run(*args, f"hydra.run.dir={tmp_path / 'again'}")
+    assert again.returncode == 0 and "reused the finished rows of zeroshot" in again.stdout
+
+
+def test_a_rerun_sweep_skips_its_finished_jobs(warm, tmp_path):
+    args = ["-m", *tiny(warm, f"completed_dir={tmp_path / 'done'}"),
+            "method=zeroshot,weight_averaging", f"hydra.sweep.dir={tmp_path}/sweep"]  # fmt: skip
+    assert run(*args).returncode == 0
+    again = run(*args)
+    assert again.returncode == 0
+    assert again.stdout.count("resumed: reused the finished rows") == 2
+
+
+def test_two_methods_with_one_label_are_refused_before_compute(tmp_path):
+    result = run("method=[ties]", "+method@method.ties_dense=ties",
+                 "method.ties_dense.hparams.density=0.05", "logger=none",
+                 f"cache_dir={tmp_path}", f"hydra.run.dir={tmp_path}/o")  # fmt: skip
+    assert result.returncode != 0
+    assert "share the label 'TIES'" in result.stderr
+    assert not (tmp_path / "sandbox_clip").exists()
+
+
+def test_a_failed_run_is_marked_failed_in_wandb(monkeypatch, tmp_path):
+    from experiments.loggers import WandbLogger
+
+    finished = []
+
+    class FakeRun:
+        def finish(self, exit_code=None):
+            finished.append(exit_code)
+
+    logger = WandbLogger.__new__(WandbLogger)
+    logger.run = FakeRun()
+    logger.finish(failed=True)
+    logger.finish()
+    assert finished == [1, 0]
+
+
+def test_wandb_mode_from_the_environment_wins_over_the_default(monkeypatch, tmp_path):
+    import wandb
+
+    from experiments.loggers import WandbLogger
+
+    seen = {}
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr(wandb, "init", lambda **kw: seen.update(kw))
+    WandbLogger(run_dir=tmp_path, name="n", config={})
+    assert seen["mode"] == "disabled"

@@ -100,7 +100,8 @@ def test_consensus_by_hand() -> None:
     assert merge("consensus", TWO, lam=0.5)["w"].tolist() == [0.0, -1.0]
     assert merge("consensus", TWO, lam=0.5, k=1)["w"].tolist() == [4.0, -1.0]
     assert merge("consensus", TWO, lam=0.5, k=0)["w"].tolist() == [4.0, -1.0]
-    assert merge("consensus", TWO, lam=0.5, k=3)["w"].tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="from 0 to the number of tasks"):
+        merge("consensus", TWO, lam=0.5, k=3)  # above T nothing is kept: refused
     assert merge("consensus", TWO, lam=0.5)["n"].tolist() == 5
 
 
@@ -197,7 +198,7 @@ def test_tall_masks_and_consensus_equal_reference(
         assert torch.equal(torch.cat([v.flatten() for v in got.values()]), m)
         assert list(got) == ref.float_keys(tvs[0])
 
-    k = data.draw(st.integers(0, num_tasks + 1))
+    k = data.draw(st.integers(0, num_tasks))
     expected = ref.unflatten(mtl * (masks.sum(0) >= k), tvs[0])
     assert_state_close(merge("consensus", tvs, k=k, lam=lam, base=base), expected)
 
@@ -296,7 +297,7 @@ def test_tall_masks_and_consensus_with_authors_options_equal_their_code(
     outs = merge("tall_masks", tvs, lam=lams, **options)
     for out, m in zip(outs, masks, strict=True):
         assert_state_close(out, ref.unflatten(mtl * m, tvs[0]))
-    k = data.draw(st.integers(0, num_tasks + 1))
+    k = data.draw(st.integers(0, num_tasks))
     expected = ref.unflatten(mtl * (masks.sum(0) >= k), tvs[0])
     assert_state_close(merge("consensus", tvs, k=k, lam=lams, **options), expected)
 
