@@ -40,19 +40,27 @@ class LazySafetensors(Mapping[str, torch.Tensor]):
         if not self.path.is_file():
             raise FileNotFoundError(f"checkpoint {self.path} does not exist")
         try:
+            size = self.path.stat().st_size
             with open(self.path, "rb") as f:
-                (size,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(size))
-            self._start = 8 + size
+                (length,) = struct.unpack("<Q", f.read(8))
+                if length > size - 8:
+                    raise ValueError(f"its header length {length} exceeds the file ({size} bytes)")
+                header = json.loads(f.read(length))
+            self._start = 8 + length
             self._entries = {k: v for k, v in header.items() if k != "__metadata__"}
-            for v in self._entries.values():
+            for key, v in self._entries.items():
                 v["dtype"] = _DTYPES[v["dtype"]]
                 begin, end = v["data_offsets"]
                 if end - begin != v["dtype"].itemsize * _numel(v["shape"]):
-                    raise ValueError(f"byte range {begin}..{end} does not fit shape {v['shape']}")
-        except (struct.error, ValueError, KeyError, TypeError) as e:
+                    raise ValueError(f"byte range {begin}..{end} of key {key!r} does not fit "
+                                     f"shape {v['shape']}")  # fmt: skip
+            end = max((v["data_offsets"][1] for v in self._entries.values()), default=0)
+            if self._start + end > size:
+                raise ValueError(f"its tensors end at byte {self._start + end}, the file at {size}")
+        except (struct.error, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(
-                f"checkpoint {self.path} is not a readable safetensors file: {e!r}"
+                f"checkpoint {self.path} is truncated or corrupt, not a readable safetensors "
+                f"file ({e}); delete it so that it is built or downloaded again"
             ) from e
 
     def __getitem__(self, key: str) -> torch.Tensor:
@@ -64,7 +72,10 @@ class LazySafetensors(Mapping[str, torch.Tensor]):
         with open(self.path, "rb") as f:
             f.seek(self._start + begin)
             if f.readinto(data.numpy()) != end - begin:
-                raise ValueError(f"checkpoint {self.path} is truncated at key {key!r}")
+                raise ValueError(
+                    f"checkpoint {self.path} is truncated or corrupt at key {key!r} (it changed "
+                    "after it was opened?)"
+                )
         return data.view(entry["dtype"]).reshape(entry["shape"])
 
     def __iter__(self) -> Iterator[str]:

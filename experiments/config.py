@@ -46,11 +46,11 @@ class MethodConfig:
 
 @dataclass
 class ProtocolConfig:
-    """The scaling grid of the task-vector protocol (Wang et al., ICML 2024)."""
+    """The scaling grids of the task-vector protocol: {0.1, ..., 1.0} (Wang et al., ICML
+    2024) and {0.1, ..., 3.0} (the TSV-M and Iso-C/CTS authors'); values in conf/config.yaml."""
 
-    alphas: list[float] = field(
-        default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    )
+    alphas: list[float] = MISSING
+    alphas_to_3: list[float] = MISSING
 
 
 @dataclass

@@ -8,6 +8,9 @@ opts in (``allow_pickle``, config ``model.allow_pickle=true``); classes that are
 importable here (the authors' ``src.*`` package, older open_clip versions) are then rebuilt
 as plain modules, which is enough to read their ``state_dict()``.
 
+A truncated or corrupt file raises :class:`CheckpointError` naming the file and what to do;
+the ``module.`` prefix of a DistributedDataParallel state (open_clip's trainer) is dropped.
+
 Key spaces. open_clip's ``VisionTransformer`` (the target): ``conv1.weight``,
 ``class_embedding``, ``positional_embedding``, ``ln_pre.*``,
 ``transformer.resblocks.{i}.{ln_1, attn.in_proj_weight, attn.in_proj_bias, attn.out_proj,
@@ -57,37 +60,71 @@ _pickle_module.__dict__.update(vars(pickle))
 _pickle_module.Unpickler = _Unpickler
 
 
-def _to_state(obj: object, path: Path) -> StateDict:
+def _to_state(obj: object, path: Path, where: str) -> StateDict:
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors")
+        raise CheckpointError(
+            f"{where}: {path} holds a {type(obj).__name__}, not a state dict of tensors"
+        )
     return {str(k): v for k, v in obj.items()}
 
 
-def read_state_dict(path: str | Path, allow_pickle: bool = False) -> StateDict:
-    """The tensors of a checkpoint file (see the module docstring for what is safe)."""
+def _unreadable(path: Path, where: str, err: BaseException) -> CheckpointError:
+    reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    return CheckpointError(
+        f"{where}: {path} is truncated or corrupt ({reason}). Delete it and download or copy "
+        "it again (a hub file: huggingface-cli download <repo> <file> --force-download), or "
+        "point the config at an intact copy."
+    )
+
+
+def strip_module_prefix(state: Mapping[str, Tensor]) -> StateDict:
+    """``state`` without the ``module.`` prefix that a model wrapped in DistributedDataParallel
+    (open_clip's trainer) puts on every key; open_clip's ``load_checkpoint`` strips it too."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def read_state_dict(
+    path: str | Path, allow_pickle: bool = False, where: str = "checkpoint"
+) -> StateDict:
+    """The tensors of a checkpoint file (see the module docstring for what is safe), without
+    a DistributedDataParallel ``module.`` prefix. Errors name ``where`` (e.g. the task's
+    expert) and the file; a truncated or corrupt file says so."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{where}: {path}: no such checkpoint file")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return strip_module_prefix(load_file(str(path)))
+        except Exception as err:  # SafetensorError: a bad header or a short file
+            raise _unreadable(path, where, err) from err
     try:
-        return _to_state(torch.load(path, map_location="cpu", weights_only=True), path)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if not allow_pickle:
             reason = str(err).strip().splitlines()[0]
             raise CheckpointError(
-                f"{path}: this checkpoint can only be loaded by unpickling arbitrary Python "
-                f"objects, which runs code stored in the file ({reason}). It was refused. If "
-                "you trust its source, set model.allow_pickle=true (or allow_pickle=True)."
+                f"{where}: {path}: this checkpoint can only be loaded by unpickling arbitrary "
+                f"Python objects, which runs code stored in the file ({reason}). It was "
+                "refused. If you trust its source, set model.allow_pickle=true (or "
+                "allow_pickle=True)."
             ) from None
-    obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_pickle_module)
-    return _to_state(obj, path)
+        try:
+            obj = torch.load(
+                path, map_location="cpu", weights_only=False, pickle_module=_pickle_module
+            )
+        except Exception as err:
+            raise _unreadable(path, where, err) from err
+    except (OSError, RuntimeError, EOFError, ValueError) as err:  # a short or damaged archive
+        raise _unreadable(path, where, err) from err
+    return strip_module_prefix(_to_state(obj, path, where))
 
 
 # --- locating files: a local directory stands in for any hub repo ----------------------------
@@ -260,6 +297,6 @@ def load_visual(
 ) -> StateDict:
     """Read ``path``, map it to open_clip visual keys with ``convert`` and check it against
     the architecture's ``expected`` state; values are cast to the expected dtypes."""
-    state = convert(read_state_dict(path, allow_pickle))
+    state = convert(read_state_dict(path, allow_pickle, where))
     check_matches(state, expected, f"{where} ({path})")
     return {k: state[k].to(expected[k].dtype).contiguous() for k in expected}

@@ -2,17 +2,22 @@
 the open_clip zoo (``conf/base/model/openai_clip.yaml``, composed by ``conf/model/clip_vit_*``)
 and the hub vision benchmark (``conf/base/benchmark/tall.yaml``, composed by ``tall8/14/20``
 and ``ta8``). The built objects subclass these dataclasses, so a config key is a
-constructor argument of the same name. Dataclasses only: every run imports this module.
+constructor argument of the same name. Dataclasses only (and the resolver that names a
+hub vision benchmark): every run imports this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from evaluation.clip.tasks import ORDERS
 
 T = TypeVar("T")
 
@@ -62,15 +67,40 @@ class HubVisionBenchmarkConfig:
     """Vision tasks with data from the Hugging Face hub or local copies
     (``evaluation.clip.benchmark``)."""
 
-    name: str = MISSING
+    name: str = MISSING  # conf/base/benchmark/tall.yaml derives it: vision_benchmark_name
     order: str = "tall"  # tall: the TALL masks order; ta: Task Arithmetic's 8 tasks
     num_tasks: int | None = None  # the first num_tasks of the order (None: all)
     task_names: list[str] | None = None  # an explicit task list replacing the order
     sources: dict[str, str] = field(default_factory=dict)  # task -> hub id or local path
     revisions: dict[str, str] = field(default_factory=dict)  # task -> hub dataset revision
     data_root: str | None = None  # a directory with one local dataset per task
+    val_from: str = "train"  # train: the paper's val (10% of train); test: 10% of test
+    trust_label_order: list[str] = field(default_factory=list)  # tasks taken unchecked
     decode_workers: int = 8
     _target_: str = "evaluation.clip.benchmark.HubVisionBenchmark"
+
+
+def vision_benchmark_name(
+    order: str, num_tasks: int | None, task_names: Sequence[str] | None, val_from: str = "train"
+) -> str:
+    """What a hub vision benchmark holds, as its name (result rows, run directory, table
+    title): ``<order><n>`` for the first n tasks of an order (tall8, tall14, ta8; n = all
+    of it when ``num_tasks`` is None); for an explicit ``task_names`` list, the tasks joined
+    by ``+`` (up to 4 of them, e.g. ``MNIST+SVHN``), else ``custom<n>-<digest of the list>``;
+    ``-val_from_test`` appended when val is held out of the test split. Registered as the
+    OmegaConf resolver ``vision_benchmark_name``."""
+    if task_names:
+        names = list(task_names)[: None if num_tasks is None else int(num_tasks)]
+        digest = hashlib.sha256(json.dumps(names).encode()).hexdigest()[:8]
+        name = "+".join(names) if len(names) <= 4 else f"custom{len(names)}-{digest}"
+    else:
+        n = len(ORDERS.get(order, ())) if num_tasks is None else int(num_tasks)
+        name = f"{order}{n}"
+    return name + ("-val_from_test" if val_from == "test" else "")
+
+
+if not OmegaConf.has_resolver("vision_benchmark_name"):
+    OmegaConf.register_new_resolver("vision_benchmark_name", vision_benchmark_name)
 
 
 SCHEMAS = {"model/open_clip": OpenClipZooConfig, "benchmark/hub_vision": HubVisionBenchmarkConfig}

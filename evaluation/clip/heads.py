@@ -39,10 +39,17 @@ def zeroshot_head(
     tokenizer: Callable[[list[str]], torch.Tensor],
     classnames: Sequence[str],
     templates: Sequence[str],
+    task: str = "?",
 ) -> ClassificationHead:
-    """Head of an open_clip ``model`` for ``classnames`` with ``templates`` (``{}`` = class)."""
+    """Head of an open_clip ``model`` for ``classnames`` with ``templates`` (``{}`` = class)
+    of task ``task`` (named in errors)."""
     if not classnames or not templates:
-        raise ValueError("a zero-shot head needs at least one class name and one template")
+        raise ValueError(
+            f"task {task}: a zero-shot head needs at least one class name and one template"
+        )
+    bad = [t for t in templates if t.count("{}") != 1]
+    if bad:
+        raise ValueError(f"task {task}: prompt template {bad[0]!r} must hold '{{}}' exactly once")
     device = next(model.parameters()).device
     rows = []
     for name in classnames:
@@ -61,10 +68,12 @@ def cached_zeroshot_head(
     templates: Sequence[str],
     cache_dir: str | os.PathLike,
     model_id: str,
+    task: str = "?",
 ) -> ClassificationHead:
     """:func:`zeroshot_head`, cached in ``<cache_dir>/heads/`` by (``model_id``, class names,
     templates); ``model_id`` must identify the model's weights. Entries are checksummed
-    (:class:`evaluation.cache.Manifest`): a damaged one is rebuilt with a warning."""
+    (:class:`evaluation.cache.Manifest`): a damaged one (overwritten bytes, a short file)
+    fails its SHA-256 and is rebuilt with a warning naming the file."""
     root = Path(cache_dir) / "heads"
     key = [HEADS_VERSION, model_id, list(classnames), list(templates)]
     name = json_digest(key)[:24] + ".safetensors"
@@ -73,8 +82,8 @@ def cached_zeroshot_head(
         if manifest.trusted(name):
             state = load_file(root / name)
             return ClassificationHead(state["weight"], state["scale"].item())
-        head = zeroshot_head(model, tokenizer, classnames, templates)
+        head = zeroshot_head(model, tokenizer, classnames, templates, task)
         weights = {"weight": head.weight.contiguous(), "scale": torch.tensor(head.scale)}
-        with manifest.writing(name, model=model_id, classes=len(classnames)) as tmp:
+        with manifest.writing(name, model=model_id, task=task, classes=len(classnames)) as tmp:
             save_file(weights, str(tmp))
     return head

@@ -80,6 +80,7 @@ class ClipModel:
                 t.templates,
                 env.cache_dir,
                 self.weights_id,
+                task=t.name,
             )
             for t in tasks
         }

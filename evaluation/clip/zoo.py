@@ -12,7 +12,12 @@ fine-tuned image encoder per task, from one of two expert families (``model.expe
   base model's image encoder. Experts without a projection take the base's.
 
 Checkpoint ids are generated from (architecture, task); ``model.expert_sources[task]``
-replaces one, and any repo, owner or id may be a local directory with the hub layout.
+replaces one, and any repo, owner or id may be a local directory with the hub layout. Every
+task must get its own expert: a ``folder`` template without ``{task}`` (that is not
+overridden for every task by ``expert_sources``) or two tasks resolving to one location fail
+before anything is read, naming the key. The hf_transformers experts were fine-tuned on
+their datasets' whole train split (their model cards), which holds the paper's val split:
+a run selecting on that val is warned and pointed at ``benchmark.val_from=test``.
 Each expert is read once (safely, :mod:`evaluation.clip.checkpoints`), checked against the
 architecture and stored as safetensors in open_clip's visual keys under
 ``<cache>/clip_experts/<arch>/<family>/`` (checksummed, :class:`evaluation.cache.Manifest`);
@@ -24,6 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import string
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -42,7 +49,7 @@ from evaluation.clip.checkpoints import (
 )
 from evaluation.clip.config import OpenClipZooConfig, check_fields
 from evaluation.clip.model import ClipModel, normalise
-from evaluation.clip.tasks import dataset_spec
+from evaluation.clip.tasks import DATASETS, dataset_spec
 from evaluation.zoo import Env, Experts
 
 Tensor = torch.Tensor
@@ -54,6 +61,7 @@ HF_NAMES = {  # open_clip architecture -> transformers model name
 }
 HF_FILES = ("model.safetensors", "pytorch_model.bin")
 EXPERT_CACHE_VERSION = 2
+FOLDER_FIELDS = ("arch", "task")  # placeholders of model.tall_masks.folder
 
 
 def _file_identity(path: Path) -> str:
@@ -97,15 +105,23 @@ class OpenClipZoo(OpenClipZooConfig):
             identity.append(file_sha256(path)[:16])
         if Path(self.pretrained).expanduser().is_file():
             identity[1] = _file_identity(Path(self.pretrained).expanduser())
+        local = Path(self.pretrained).expanduser().is_file()
         try:
             model = open_clip.create_model(
                 self.arch, pretrained=self.pretrained, force_quick_gelu=self.quick_gelu
             )
-        except RuntimeError as err:
+        except Exception as err:  # a short or damaged file fails deep in torch (OSError, ...)
+            reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+            hint = (
+                "The file may be truncated or corrupt, or hold another architecture: replace "
+                "it with an intact copy."
+                if local
+                else "A pretrained tag downloads its weights once (network needed); a local "
+                "checkpoint file works offline."
+            )
             raise RuntimeError(
                 f"model {self.name!r}: cannot create open_clip {self.arch!r} with "
-                f"pretrained={self.pretrained!r} ({err}). A pretrained tag downloads its "
-                "weights once (network needed); a local checkpoint file works offline."
+                f"model.pretrained={self.pretrained!r} ({reason}). {hint}"
             ) from err
         pp = open_clip.get_model_preprocess_cfg(model)
         if pp.get("resize_mode", "shortest") != "shortest" or pp.get("interpolation") != "bicubic":
@@ -124,8 +140,16 @@ class OpenClipZoo(OpenClipZooConfig):
         """theta_0 and the experts of ``tasks`` (image encoders, lazily read from the expert
         cache), scored on ``benchmark``; bad task names and missing experts fail before any
         download."""
-        for task in tasks:
-            self._location(task.name)
+        self.check_locations([t.name for t in tasks])
+        if self.experts == "hf_transformers" and getattr(benchmark, "val_from", "train") == "train":
+            warnings.warn(
+                f"model {self.name!r}: the hf_transformers experts were fine-tuned on their "
+                "datasets' whole train split, which holds the val split that selects "
+                f"hyperparameters on benchmark {benchmark.name!r}: val accuracies are "
+                "optimistic and selection may overfit. Hold val out of the test split instead "
+                "with benchmark.val_from=test (test accuracy is then on the other 90% of test).",
+                stacklevel=2,
+            )
         clip = self.load_pretrained()
         expected = {k: v.detach().clone() for k, v in clip.model.visual.state_dict().items()}
         if self.experts == "hf_transformers":
@@ -137,6 +161,45 @@ class OpenClipZoo(OpenClipZooConfig):
             for t in tqdm(tasks, desc=f"{self.name} experts", disable=not env.progress)
         }
         return clip.experts(expected, experts, benchmark)
+
+    def check_locations(self, tasks: Sequence[str]) -> None:
+        """Raise ``ValueError`` naming the key unless every task in ``tasks`` gets an expert
+        location of its own: ``model.expert_sources`` names known tasks, the ``folder``
+        template has only known placeholders and holds ``{task}`` (unless every task is
+        given in ``expert_sources``), and no two tasks resolve to one file location."""
+        unknown = sorted(set(self.expert_sources) - set(DATASETS))
+        if unknown:
+            raise ValueError(
+                f"model.expert_sources names unknown task {unknown[0]!r}; valid: "
+                f"{', '.join(DATASETS)}"
+            )
+        if self.experts == "tall_masks":
+            folder = self.tall_masks.folder
+            fields = {f for _, f, _, _ in string.Formatter().parse(folder) if f is not None}
+            if bad := sorted(fields - set(FOLDER_FIELDS)):
+                raise ValueError(
+                    f"model.tall_masks.folder={folder!r} has unknown placeholder {{{bad[0]}}}; "
+                    f"valid: {', '.join('{' + f + '}' for f in FOLDER_FIELDS)}"
+                )
+            generated = [t for t in tasks if not self.expert_sources.get(t)]
+            if "task" not in fields and generated:
+                raise ValueError(
+                    f"model.tall_masks.folder={folder!r} has no {{task}}, so every task would "
+                    f"read the same expert ({', '.join(generated)}); write it as a template "
+                    "with {task} (default '{arch}/{task}Val'), or give each task's expert in "
+                    "model.expert_sources.<task>"
+                )
+        seen: dict[tuple, str] = {}
+        for task in tasks:
+            repo, files, revision = self._location(task)
+            local = Path(repo).expanduser()
+            key = (str(local.resolve()) if local.exists() else repo, files, revision)
+            if key in seen:
+                raise ValueError(
+                    f"tasks {seen[key]} and {task} would read the same expert ({repo}, "
+                    f"{files[0]}): check model.expert_sources and model.{self.experts}"
+                )
+            seen[key] = task
 
     def _location(self, task: str | None) -> tuple[str, tuple[str, ...], str | None]:
         """(repo or local path, candidate files in it, revision) of ``task``'s expert; ``task``

@@ -1,13 +1,15 @@
-"""The sandbox benchmark (``conf/benchmark/sandbox{8,14,20}.yaml``): the first ``num_tasks``
-procedurally generated tasks (:mod:`evaluation.sandbox.tasks`), each with ``n_train``
-training images (val = a random 10% of them, the experts train on the rest) and ``n_test``
-test images (:mod:`evaluation.sandbox.data`). The sandbox zoo's experts are trained on
-these same splits.
+"""The sandbox benchmark (``conf/benchmark/sandbox{8,14,20}.yaml``, named ``sandbox<n>`` for
+what it holds): the first ``num_tasks`` procedurally generated tasks
+(:mod:`evaluation.sandbox.tasks`), each with ``n_train`` training images (val = a random
+10% of them, the experts train on the rest) and ``n_test`` test images
+(:mod:`evaluation.sandbox.data`). The sandbox zoo's experts are trained on these same
+splits.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +33,13 @@ class SandboxBenchmark(SandboxBenchmarkConfig):
         for key in ("n_train", "n_test"):
             if getattr(self, key) < data.MIN_SIZE:
                 raise ValueError(f"benchmark.{key}={getattr(self, key)} must be >= {data.MIN_SIZE}")
+        derived = f"sandbox{len(self._tasks)}"  # conf/base/benchmark/sandbox.yaml derives it
+        if self.name != derived and re.fullmatch(r"sandbox\d+", self.name):
+            raise ValueError(
+                f"benchmark.name={self.name!r} does not say what the benchmark holds "
+                f"({len(self._tasks)} tasks); leave it to the config (it derives {derived!r}) "
+                "or choose a name of your own"
+            )
 
     def tasks(self) -> list[Task]:
         """The benchmark's tasks in canonical order."""

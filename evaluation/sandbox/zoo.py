@@ -210,7 +210,7 @@ def finetune(
     """State of ``model.visual`` fine-tuned on ``train`` = (images, labels) of ``task``,
     its zero-shot head frozen."""
     images, labels = train
-    head = zeroshot_head(model, tokenizer, task.classnames, task.templates)
+    head = zeroshot_head(model, tokenizer, task.classnames, task.templates, task.name)
     visual = copy.deepcopy(model.visual).train()
 
     def loss_fn(idx: Tensor) -> Tensor:

@@ -193,3 +193,35 @@ def test_resolve_file_local_directory_and_offline_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(CheckpointError, match="expert DTD: cannot fetch.*local directory"):
         resolve_file("nobody/no-such-expert", ["model.safetensors"], what="expert DTD")
+
+
+@pytest.mark.parametrize("kind", ["zip.pt", "legacy.pt", "model.safetensors", "header.safetensors"])
+def test_truncated_checkpoint_names_the_task_and_file(tmp_path, kind):
+    from safetensors.torch import save_file
+
+    state = {f"model.visual.{k}": v for k, v in tiny_visual().state_dict().items()}
+    path = tmp_path / f"nonlinear_finetuned.{kind.split('.')[1]}"
+    if kind == "zip.pt":
+        torch.save(state, path)
+    elif kind == "legacy.pt":
+        torch.save(state, path, _use_new_zipfile_serialization=False)
+    else:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    raw = path.read_bytes()
+    path.write_bytes(raw[:5] if kind == "header.safetensors" else raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError) as err:
+        load_visual(path, tiny_visual().state_dict(), visual_from_open_clip, False, "expert Cars")
+    message = str(err.value)
+    assert message.startswith(f"expert Cars: {path} is truncated or corrupt (")
+    assert "download or copy it again" in message
+
+
+def test_open_clip_trainer_checkpoint_loses_its_module_prefix(tmp_path):
+    visual = tiny_visual().state_dict()
+    state = {f"module.visual.{k}": v for k, v in visual.items()}  # DistributedDataParallel
+    state["module.token_embedding.weight"] = torch.zeros(5, 4)
+    path = tmp_path / "epoch_3.pt"  # open_clip's training script layout
+    torch.save({"epoch": 3, "name": "run", "state_dict": state, "optimizer": {"lr": 0.1}}, path)
+    loaded = load_visual(path, visual, visual_from_open_clip, False, "expert Cars")
+    assert all(torch.equal(loaded[k], v) for k, v in visual.items())
+    assert set(read_state_dict(path)) == {k[len("module.") :] for k in state}

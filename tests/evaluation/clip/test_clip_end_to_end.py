@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import datasets
@@ -90,13 +91,14 @@ def files(tmp_path_factory):
         torch.save(hf, folder / "pytorch_model.bin")
     rng = np.random.default_rng(0)
     for task in TASK_NAMES:  # datasets as load_dataset returns them, saved locally
-        n_classes = len(DATASETS[task].classnames)
+        names = datasets.ClassLabel(names=list(DATASETS[task].classnames))
 
-        def split(n, n_classes=n_classes):
+        def split(n, names=names):
             images = [Image.fromarray(rng.integers(0, 256, (int(rng.integers(24, 48)), 40, 3),
                                                    dtype=np.uint8)) for _ in range(n)]  # fmt: skip
-            labels = rng.integers(0, n_classes, n).tolist()
-            return datasets.Dataset.from_dict({"image": images, "label": labels})
+            labels = rng.integers(0, names.num_classes, n).tolist()
+            features = datasets.Features({"image": datasets.Image(), "label": names})
+            return datasets.Dataset.from_dict({"image": images, "label": labels}, features)
 
         datasets.DatasetDict({"train": split(40), "test": split(12)}).save_to_disk(
             str(root / "data" / task)
@@ -176,7 +178,8 @@ def test_tall_masks_zoo(files, tmp_path, monkeypatch):
 
 def test_hf_transformers_zoo(files, tmp_path):
     zoo, benchmark = build(files, *zoo_overrides(files), "model.experts=hf_transformers")
-    experts = zoo.load(benchmark, benchmark.tasks(), Env(tmp_path))
+    with pytest.warns(UserWarning, match="whole train split.*benchmark.val_from=test"):
+        experts = zoo.load(benchmark, benchmark.tasks(), Env(tmp_path))
     base = files["base"]
     assert equal_states(experts.pretrained, base)  # theta_0 is the experts' own base model
     assert equal_states(experts.experts["DTD"], files["hf_experts"]["DTD"])
@@ -186,6 +189,12 @@ def test_hf_transformers_zoo(files, tmp_path):
     emnist = HubVisionBenchmark(name="tall20", num_tasks=20).tasks()[18]
     with pytest.raises(ValueError, match="no expert for task 'EMNIST'.*EMNISTLetters"):
         zoo.load(benchmark, [emnist], Env(tmp_path))
+    zoo, held_out = build(files, *zoo_overrides(files), "model.experts=hf_transformers",
+                          "benchmark.val_from=test")  # fmt: skip
+    assert held_out.name == "tall2-val_from_test"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # val held out of test: nothing to warn about
+        zoo.load(held_out, held_out.tasks(), Env(tmp_path))
 
 
 def test_bad_and_pickled_experts(files, tmp_path):
@@ -210,6 +219,123 @@ def test_bad_and_pickled_experts(files, tmp_path):
     zoo.allow_pickle = True
     experts = zoo.load(benchmark, benchmark.tasks(), Env(tmp_path / "c2"))
     assert equal_states(experts.experts["DTD"], files["experts"]["DTD"])
+
+
+def test_every_task_gets_its_own_expert(files, tmp_path, monkeypatch):
+    def no_reading(*args, **kwargs):
+        raise AssertionError("an expert was read before the locations were checked")
+
+    monkeypatch.setattr(clip_zoo, "load_visual", no_reading)
+    cache = Env(tmp_path / "cache")
+    eurosat = "model.tall_masks.folder='{arch}/EuroSATVal'"  # the issue's example
+    zoo, benchmark = build(files, *zoo_overrides(files), eurosat)
+    with pytest.raises(
+        ValueError, match=r"model.tall_masks.folder='\{arch\}/EuroSATVal' has no \{task\}"
+    ):
+        zoo.load(benchmark, benchmark.tasks(), cache)
+    zoo, _ = build(files, *zoo_overrides(files), "model.tall_masks.folder='{arch}/{Task}Val'")
+    with pytest.raises(ValueError, match=r"folder=.*unknown placeholder \{Task\}; valid: \{arch\}"):
+        zoo.load(benchmark, benchmark.tasks(), cache)
+    dtd = files["root"] / "tall" / ARCH / "DTDVal"
+    zoo, _ = build(files, *zoo_overrides(files), f"+model.expert_sources.Cars={dtd}",
+                   f"+model.expert_sources.DTD={dtd}")  # fmt: skip
+    with pytest.raises(ValueError, match="tasks Cars and DTD would read the same expert"):
+        zoo.load(benchmark, benchmark.tasks(), cache)
+    zoo, _ = build(files, *zoo_overrides(files), f"+model.expert_sources.Carz={dtd}")
+    with pytest.raises(ValueError, match="model.expert_sources names unknown task 'Carz'"):
+        zoo.load(benchmark, benchmark.tasks(), cache)
+    assert not (tmp_path / "cache").exists()
+    # a template without {task} is fine when every task's expert is given explicitly
+    cars = files["root"] / "tall" / ARCH / "CarsVal"
+    explicit = [f"+model.expert_sources.Cars={cars}", f"+model.expert_sources.DTD={dtd}"]
+    zoo, _ = build(files, *zoo_overrides(files), eurosat,
+                   *explicit)  # fmt: skip
+    zoo.check_locations(["Cars", "DTD"])
+
+
+def expert_cache_file(cache: Path, task: str) -> Path:
+    (path,) = (cache / "clip_experts" / ARCH / "tall_masks").glob(f"{task}-*.safetensors")
+    return path
+
+
+def test_corrupt_expert_cache_is_rebuilt_and_a_lost_manifest_recovered(files, tmp_path,
+                                                                         monkeypatch):  # fmt: skip
+    zoo, benchmark = build(files, *zoo_overrides(files))
+    env = Env(tmp_path)
+    zoo.load(benchmark, benchmark.tasks(), env)
+    path = expert_cache_file(tmp_path, "DTD")
+    zeroed = {k: torch.zeros_like(v) for k, v in load_file(path).items()}
+    save_file(zeroed, str(path))  # the right keys and shapes, zeroed weights
+    with pytest.warns(UserWarning, match=f"CLIP expert cache file {path} fails its checksum"):
+        experts = zoo.load(benchmark, benchmark.tasks(), env)
+    assert equal_states(experts.experts["DTD"], files["experts"]["DTD"])
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("an intact expert was read again")
+
+    monkeypatch.setattr(clip_zoo, "load_visual", no_reading)
+    manifest = path.parent / "manifest.json"
+    manifest.write_text("{not json")
+    with pytest.warns(UserWarning, match=r"manifest.json is unreadable.*recovered 2 intact file"):
+        experts = zoo.load(benchmark, benchmark.tasks(), env)
+    assert equal_states(experts.experts["Cars"], files["experts"]["Cars"])
+    recovered = set(json.loads(manifest.read_text())["files"])
+    assert recovered == {path.name, expert_cache_file(tmp_path, "Cars").name}
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_truncated_expert_names_the_task_file_and_remedy(files, tmp_path, suffix):
+    folder = tmp_path / "DTDcopy"
+    folder.mkdir()
+    state = {f"model.visual.{k}": v for k, v in files["experts"]["DTD"].items()}
+    path = folder / f"nonlinear_finetuned{suffix}"
+    torch.save(state, path) if suffix == ".pt" else save_file(state, str(path))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    zoo, benchmark = build(files, *zoo_overrides(files), f"+model.expert_sources.DTD={folder}")
+    with pytest.raises(
+        CheckpointError, match=rf"expert DTD: {path} is truncated or corrupt .*again"
+    ):
+        zoo.load(benchmark, benchmark.tasks(), Env(tmp_path / "cache"))
+    truncated = tmp_path / "pretrained.pt"
+    truncated.write_bytes((files["root"] / "pretrained.pt").read_bytes()[:5000])
+    zoo, _ = build(files, f"model.pretrained={truncated}")
+    with pytest.raises(RuntimeError, match="model.pretrained=.*truncated or corrupt"):
+        zoo.load_pretrained()
+
+
+READ_ONLY_RUN = """
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from evaluation.zoo import Env
+from experiments.config import register_schemas
+register_schemas()
+with initialize_config_dir(config_dir={conf!r}, version_base=None):
+    cfg = compose("config", overrides={overrides!r})
+zoo, benchmark = instantiate(cfg.model), instantiate(cfg.benchmark)
+experts = zoo.load(benchmark, benchmark.tasks(), Env({cache!r}))
+evaluator = experts.evaluator(benchmark.tasks(), 8, Env({cache!r}))
+print("accuracy", evaluator.accuracy("DTD", "test"))
+try:
+    open({cache!r} + "/probe", "w")
+except PermissionError:
+    print("writing is denied")
+"""
+
+
+@pytest.mark.slow
+def test_a_complete_cache_is_usable_read_only(files, tmp_path, read_only):
+    overrides = ["model=clip_vit_b32", *local(files), *zoo_overrides(files)]
+    zoo, benchmark = build(files, *zoo_overrides(files))
+    cache = tmp_path / "cache"
+    experts = zoo.load(benchmark, benchmark.tasks(), Env(cache))
+    accuracy = experts.evaluator(benchmark.tasks(), 8, Env(cache)).accuracy("DTD", "test")
+    for kind in ("heads", "clip_data", "clip_experts"):  # group- and world-readable files
+        assert all(p.stat().st_mode & 0o044 == 0o044 for p in (cache / kind).rglob("*")), kind
+    code = READ_ONLY_RUN.format(conf=str(ROOT / "conf"), overrides=overrides, cache=str(cache))
+    done = read_only(cache, code)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"accuracy {accuracy}" in done.stdout and "writing is denied" in done.stdout
+    assert "Permission" not in done.stderr and "rebuilding" not in done.stderr
 
 
 def test_bad_zoo_configs_name_the_key(files):

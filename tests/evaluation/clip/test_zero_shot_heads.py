@@ -68,3 +68,20 @@ def test_cache_is_reused_checked_and_keyed_by_model(tmp_path, monkeypatch):
 
     heads.cached_zeroshot_head(model, tokenizer, CLASSES, TEMPLATES, tmp_path, "m2")
     assert len(list((tmp_path / "heads").glob("*.safetensors"))) == 2  # another model's head
+
+
+def test_head_cache_with_zeroed_weights_is_rebuilt(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = TextStub()
+    first = heads.cached_zeroshot_head(model, tokenizer, CLASSES, TEMPLATES, tmp_path, "m1", "t")
+    (path,) = (tmp_path / "heads").glob("*.safetensors")
+    save_file({k: torch.zeros_like(v) for k, v in load_file(path).items()}, str(path))
+    with pytest.warns(UserWarning, match=f"zero-shot head cache file {path} fails its checksum"):
+        again = heads.cached_zeroshot_head(model, tokenizer, CLASSES, TEMPLATES, tmp_path, "m1")
+    assert torch.equal(again.weight, first.weight) and again.scale == first.scale
+
+
+def test_bad_templates_name_the_task():
+    with pytest.raises(ValueError, match="task pets: prompt template 'a photo' must hold"):
+        heads.zeroshot_head(TextStub(), tokenizer, CLASSES, ("a photo",), task="pets")

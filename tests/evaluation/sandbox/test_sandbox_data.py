@@ -47,6 +47,16 @@ def test_configs_compose_from_one_base(size):
     assert benchmark.tasks()[0] == Task("digits", GENERATORS[0].classnames, GENERATORS[0].templates)
 
 
+def test_name_says_how_many_tasks():
+    register_schemas()
+    with initialize_config_dir(str(CONF), version_base=None):
+        cfg = compose("config", overrides=["benchmark.num_tasks=3"])
+    assert cfg.benchmark.name == instantiate(cfg.benchmark).name == "sandbox3"
+    with pytest.raises(ValueError, match=r"benchmark.name='sandbox8' does not say.*'sandbox3'"):
+        SandboxBenchmark(name="sandbox8", num_tasks=3, n_train=100, n_test=30)
+    assert SandboxBenchmark(name="mine", num_tasks=3, n_train=100, n_test=30).name == "mine"
+
+
 def test_bad_benchmark_values_name_the_key():
     with pytest.raises(ValueError, match="benchmark.num_tasks=21"):
         SandboxBenchmark(name="s", num_tasks=21, n_train=100, n_test=30)

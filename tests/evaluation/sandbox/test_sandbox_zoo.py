@@ -240,22 +240,29 @@ def test_interrupted_build_is_not_trusted(cache, monkeypatch):
     path = expert_file(cache, "digits")
     # killed before the rename: only the temporary file exists
     path.rename(path.with_name(f".{path.name}.abc123.tmp"))
-    # killed after the rename, before the manifest update: an unrecorded file
+    # killed after the rename, before the records (sidecar, manifest): an unrecorded file
     manifest = json.loads((root / "manifest.json").read_text())
     del manifest["files"]["experts/arrows-train40.safetensors"]
     (root / "manifest.json").write_text(json.dumps(manifest))
+    (root / "experts" / "arrows-train40.safetensors.record.json").unlink()
     calls = Calls(monkeypatch)
     with pytest.warns(UserWarning, match="arrows-train40.safetensors is not recorded"):
         load(cache)
     assert calls.finetune == 2 and path.exists()
 
 
-def test_unreadable_manifest_trusts_nothing(cache, monkeypatch):
+def test_corrupt_manifest_keeps_the_intact_files(cache, monkeypatch):
     (zoo_dir(cache) / "manifest.json").write_text("{not json")
+    flip_bytes(expert_file(cache, "arrows"))  # this one is damaged as well
     calls = Calls(monkeypatch)
-    with pytest.warns(UserWarning, match="manifest.json is unreadable"):
+    with pytest.warns(UserWarning) as warned:
         load(cache)
-    assert (calls.pretrain, calls.finetune) == (1, 2)
+    messages = " | ".join(str(w.message) for w in warned)
+    assert "manifest.json is unreadable" in messages and "recovered 2 intact file" in messages
+    assert "arrows-train40.safetensors fails its checksum" in messages
+    assert (calls.pretrain, calls.finetune) == (0, 1)  # only the damaged expert
+    manifest = json.loads((zoo_dir(cache) / "manifest.json").read_text())
+    assert manifest["files"]["experts/digits-train40.safetensors"]["n_train"] == 40
 
 
 def test_bad_recipes_benchmarks_and_tasks_are_named(tmp_path):
