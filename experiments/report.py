@@ -3,8 +3,9 @@
 Turns finished runs into the TALL masks paper's table (Wang et al., ICML 2024): per model,
 one row per method and, per task count, our test accuracy as "abs (norm)" (average absolute
 and normalised accuracy, %), the published cell, their difference and the storage (ours /
-published, Gbit). Published numbers: results/reference/tall_masks_vision.csv (see
-SOURCE.md there); runs are matched to them by the model config's ``arch`` and the number of
+published, Gbit). Published numbers: results/reference/tall_masks_vision.csv and
+tall_masks_nlp.csv (see SOURCE.md there; the NLP table counts as model ``t5_large``); runs
+are matched to them by the model config's ``arch`` (else its name) and the number of
 tasks. Writes Markdown (default results/reproduction.md) and logs each table as a W&B Table
 through :mod:`experiments.loggers` (``--logger none`` to skip).
 """
@@ -27,6 +28,9 @@ from experiments.tables import markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference" / "tall_masks_vision.csv"
+NLP_REFERENCE = ROOT / "results" / "reference" / "tall_masks_nlp.csv"
+NLP_COLUMNS = {"7 NLP tasks": 7, "8 QA tasks": 8, "All 11 tasks": 11}  # nlp7, qa8, nlp11
+NLP_MODEL = "t5_large"  # the paper's NLP backbone, most likely T5-large (SOURCE.md there)
 STORAGE = "storage_gbit"
 
 
@@ -46,6 +50,15 @@ def model_arch(model: str) -> str:
     """The ``arch`` of conf/model/<model>.yaml (how the paper names the model), else ``model``."""
     path = ROOT / "conf" / "model" / f"{model}.yaml"
     return str(OmegaConf.load(path).get("arch") or model) if path.exists() else model
+
+
+def references() -> pd.DataFrame:
+    """The published rows (model, num_tasks, method, abs_acc, norm_acc, storage_gbit): the
+    vision table, and the NLP table as the T5 zoo ``NLP_MODEL`` on 7 / 8 / 11 tasks."""
+    vision = pd.read_csv(REFERENCE, dtype={"storage_gbit": str})
+    nlp = pd.read_csv(NLP_REFERENCE, dtype={"storage_gbit": str})
+    nlp = nlp.assign(model=NLP_MODEL, num_tasks=nlp.benchmark_column.map(NLP_COLUMNS))
+    return pd.concat([vision, nlp.drop(columns="benchmark_column")], ignore_index=True)
 
 
 def our_results(files: Sequence[Path]) -> pd.DataFrame:
@@ -114,15 +127,15 @@ def report(
 ) -> dict[str, pd.DataFrame]:
     """Build, write and log the tables of the runs in ``paths``; returns them by model."""
     files = result_files(paths)
-    reference = pd.read_csv(REFERENCE, dtype={"storage_gbit": str})
+    reference = references()
     ours = our_results(files)
     tables = {model: comparison(ours, reference, model) for model in dict.fromkeys(ours.model)}
     lines = [
-        "# Reproduction of the TALL masks vision table",
+        "# Reproduction of the TALL masks tables",
         "",
         'Test accuracy "abs (norm)" in %: average absolute and normalised accuracy over the '
         "tasks; diff = ours - paper; storage in Gbit. Published numbers: Wang et al., ICML 2024 "
-        "(results/reference/tall_masks_vision.csv).",
+        "(results/reference/tall_masks_vision.csv, tall_masks_nlp.csv).",
         "",
         "Inputs: " + ", ".join(f"`{f}`" for f in files),
     ]
