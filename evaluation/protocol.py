@@ -105,9 +105,12 @@ class Method:
     def check_options(self, num_tasks: int, **substitutes: Any) -> None:
         """Merge tiny random task vectors at every search point, so that out-of-range
         options fail (naming the option) before any long computation; ``substitutes``
-        replace options resolved later in the run (Consensus' ``lam`` from TALL masks)."""
+        replace options resolved later in the run (Consensus' ``lam`` from TALL masks).
+        The stand-in's key is named like a transformer block's weight, so that methods
+        that read layer indices from key names (LiNeS) can run on it."""
         generator = torch.Generator().manual_seed(0)
-        taus = [{"w": torch.randn(4, 3, generator=generator)} for _ in range(max(num_tasks, 2))]
+        key = "transformer.resblocks.0.mlp.c_fc.weight"
+        taus = [{key: torch.randn(4, 3, generator=generator)} for _ in range(max(num_tasks, 2))]
         for point in self.grid():
             try:
                 merge(self.fn, taus, **{**self.hparams, **point, **substitutes})

@@ -22,7 +22,7 @@ keeps everything.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,3 +161,55 @@ def _resolve(
         quotas[key] = min(ties[key], tied_needed) if earliest_ties else ties[key]
         tied_needed -= quotas[key]
     return TopK((top_bin << 16) | low_bin, quotas, ties, above + sum(quotas.values()), total)
+
+
+def kth_largest(
+    keys: Sequence[str],
+    ranked: Callable[[str], Sequence[Tensor]],
+    counts: Sequence[Sequence[int]],
+) -> list[list[float]]:
+    """``out[t][q]``: the ``counts[t][q]``-th largest of task ``t``'s non-negative values
+    ``ranked(key)[t]`` over all ``keys``, every entry counted (the value at that position
+    of a descending sort of the concatenation; quantiles such as PCB's clamps).
+
+    The same radix select as :func:`topk_masks` (16-bit histograms of the float32 bit
+    patterns), but over values that ``ranked(key)`` computes from every task at once, so a
+    ranking may depend on all tasks at a key. Two streamed reads of ``ranked``, which must
+    be deterministic. Raises ``ValueError`` unless ``1 <= counts[t][q] <=`` the number of
+    entries.
+    """
+    num_tasks = len(counts)
+    hi: Tensor | None = None
+    total = 0
+    for key in keys:
+        values = ranked(key)
+        if hi is None:
+            hi = torch.zeros(num_tasks, _HI_BINS, dtype=torch.int64, device=values[0].device)
+        for t, x in enumerate(values):
+            hi[t] += torch.bincount(magnitude_bits(x).flatten() >> 16, minlength=_HI_BINS)
+        total += values[0].numel()
+    for t, task_counts in enumerate(counts):
+        for n in task_counts:
+            if not 1 <= n <= total:
+                raise ValueError(f"task {t}: cannot take the {n}-th largest of {total} entries")
+    if hi is None:
+        return [[] for _ in counts]
+    tops = [[_top_bin(hi[t], n) for n in task_counts] for t, task_counts in enumerate(counts)]
+    lo = torch.zeros(num_tasks, max(map(len, counts)), _LO_BINS, dtype=torch.int64)
+    lo = lo.to(hi.device)
+    for key in keys:
+        for t, x in enumerate(ranked(key)):
+            bits = magnitude_bits(x).flatten()
+            for q, (top_bin, _) in enumerate(tops[t]):
+                low = (bits[(bits >> 16) == top_bin] & 0xFFFF).long()
+                lo[t, q] += torch.bincount(low, minlength=_LO_BINS)
+    return [
+        [_bits_value((top_bin << 16) | _top_bin(lo[t, q], in_bin)[0])
+         for q, (top_bin, in_bin) in enumerate(task_tops)]
+        for t, task_tops in enumerate(tops)
+    ]  # fmt: skip
+
+
+def _bits_value(bits: int) -> float:
+    """The float32 whose bit pattern is ``bits``."""
+    return torch.tensor(bits, dtype=torch.int32).view(torch.float32).item()

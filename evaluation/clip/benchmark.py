@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from evaluation.benchmark import Task, check_split, first_tasks
-from evaluation.clip.config import HubVisionBenchmarkConfig, check_fields, vision_benchmark_name
+from evaluation.clip.config import HubVisionBenchmarkConfig, vision_benchmark_name
 from evaluation.clip.datasets import VAL_FROM, TaskSource, load_split
 from evaluation.clip.tasks import DATASETS, ORDERS, dataset_spec
+from evaluation.schemas import check_fields
 
 
 @dataclass

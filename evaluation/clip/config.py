@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from evaluation.clip.tasks import ORDERS
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -104,22 +100,3 @@ if not OmegaConf.has_resolver("vision_benchmark_name"):
 
 
 SCHEMAS = {"model/open_clip": OpenClipZooConfig, "benchmark/hub_vision": HubVisionBenchmarkConfig}
-
-
-def checked(schema: type[T], values: Mapping[str, Any], where: str) -> T:
-    """``values`` as an instance of dataclass ``schema``, checked as Hydra checks a config:
-    an unknown key, a missing value or a wrong type raises ``ValueError`` naming
-    ``<where>.<key>``; nested mappings become their dataclasses."""
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), dict(values)))
-    except OmegaConfBaseException as err:
-        key = f"{where}.{err.full_key}" if err.full_key else where
-        raise ValueError(f"{key}: {str(err).splitlines()[0]}") from None
-
-
-def check_fields(obj: Any, schema: type, where: str) -> None:
-    """Check the fields of ``obj`` (an instance of a subclass of ``schema``) with
-    :func:`checked` and store them back, nested mappings converted to their dataclasses."""
-    clean = checked(schema, {f.name: getattr(obj, f.name) for f in fields(schema)}, where)
-    for f in fields(schema):
-        setattr(obj, f.name, getattr(clean, f.name))

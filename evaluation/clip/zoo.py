@@ -40,16 +40,12 @@ from tqdm.auto import tqdm
 
 from evaluation.benchmark import Benchmark, Task
 from evaluation.cache import Manifest, file_sha256, json_digest, locked
-from evaluation.checkpoints import LazySafetensors
-from evaluation.clip.checkpoints import (
-    hf_to_open_clip,
-    load_visual,
-    resolve_file,
-    visual_from_open_clip,
-)
-from evaluation.clip.config import OpenClipZooConfig, check_fields
+from evaluation.checkpoints import LazySafetensors, resolve_file
+from evaluation.clip.checkpoints import hf_to_open_clip, load_visual, visual_from_open_clip
+from evaluation.clip.config import OpenClipZooConfig
 from evaluation.clip.model import ClipModel, normalise
 from evaluation.clip.tasks import DATASETS, dataset_spec
+from evaluation.schemas import check_fields
 from evaluation.zoo import Env, Experts
 
 Tensor = torch.Tensor

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from evaluation.benchmark import Task, first_tasks
-from evaluation.clip.config import check_fields
 from evaluation.sandbox import data
 from evaluation.sandbox.config import SandboxBenchmarkConfig
 from evaluation.sandbox.tasks import GENERATORS, IMAGE_SIZE
+from evaluation.schemas import check_fields
 
 
 @dataclass

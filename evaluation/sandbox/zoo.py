@@ -41,13 +41,13 @@ from tqdm.auto import tqdm
 from evaluation.benchmark import Benchmark, Task
 from evaluation.cache import Manifest, json_digest, locked
 from evaluation.checkpoints import LazySafetensors
-from evaluation.clip.config import check_fields
 from evaluation.clip.heads import zeroshot_head
 from evaluation.clip.model import ClipModel, normalise
 from evaluation.sandbox.benchmark import SandboxBenchmark
 from evaluation.sandbox.config import SandboxClipZooConfig, SandboxRecipe, Schedule
 from evaluation.sandbox.data import DATA_VERSION, stable_seed
 from evaluation.sandbox.tasks import GENERATORS, IMAGE_SIZE, TaskGenerator, get_generator
+from evaluation.schemas import check_fields
 from evaluation.training import optimise, warmup_schedule
 from evaluation.zoo import Env, Experts
 

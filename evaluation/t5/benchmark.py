@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.benchmark import Task, check_split
-from evaluation.clip.config import check_fields
+from evaluation.schemas import check_fields
 from evaluation.t5.config import TextBenchmarkConfig
 from evaluation.t5.data import SplitRecipe, TokenisedSplit, load_tokenised
 from evaluation.t5.prompts import glue_prompt, promptsource_templates

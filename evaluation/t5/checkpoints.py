@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from evaluation.clip.checkpoints import CheckpointError, read_state_dict, resolve_file
+from evaluation.checkpoints import CheckpointError, read_state_dict, resolve_file
 
 Tensor = torch.Tensor
 PEFT_PREFIX = "base_model.model."

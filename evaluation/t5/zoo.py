@@ -36,9 +36,8 @@ from tqdm.auto import tqdm
 
 from evaluation.benchmark import Benchmark, Task
 from evaluation.cache import Manifest, json_digest, locked
-from evaluation.checkpoints import LazySafetensors
-from evaluation.clip.checkpoints import CheckpointError, check_matches
-from evaluation.clip.config import check_fields
+from evaluation.checkpoints import CheckpointError, LazySafetensors, check_matches
+from evaluation.schemas import check_fields
 from evaluation.t5.benchmark import TextBenchmark
 from evaluation.t5.checkpoints import (
     aliases,

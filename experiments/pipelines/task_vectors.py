@@ -33,7 +33,7 @@ from evaluation.zoo import TaskVectorZoo, check_regime
 from experiments.context import RunContext
 from merging import TaskVector, merge, method_spec
 from merging.methods.consensus import TALL_MASKS_OPTIONS
-from merging.storage import storage_bits
+from merging.storage import STORAGE_RULES, storage_bits
 
 Tensor = torch.Tensor
 
@@ -68,6 +68,11 @@ def _tall_base(method: Method) -> dict[str, Any]:
     if out["base"] != "ties":
         out = {k: out[k] for k in ("base", "comparison")}
     return out
+
+
+def _merged_shapes(pretrained: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
+    """Shapes of the merged (float) parameters, for storage rules that depend on them."""
+    return {k: tuple(v.shape) for k, v in pretrained.items() if torch.is_floating_point(v)}
 
 
 def _with_zoo_entries(method: Method, count: int) -> Method:
@@ -154,7 +159,12 @@ class TaskVectorPipeline:
                     method = self._with_tall_lambdas(method, methods, evaluate, names)
                 rows, _ = evaluate(method, on_point=bar.update)
                 spec = method_spec(method.fn)
-                bits = storage_bits(spec.storage, len(names), *experts.param_counts)
+                shapes = (
+                    _merged_shapes(experts.pretrained)
+                    if STORAGE_RULES[spec.storage].shaped
+                    else None
+                )
+                bits = storage_bits(spec.storage, len(names), *experts.param_counts, shapes=shapes)
                 rows.append(make_row(method.label, hparams_key(method.hparams), AVERAGE,
                                      "test", "storage_gbit", bits / 1e9))  # fmt: skip
                 _log(ctx, method, rows)
@@ -231,4 +241,3 @@ def _log(ctx: RunContext, method: Method, rows: list[Row]) -> None:
     val = frame[(frame.split == "val") & (frame.task == AVERAGE)]
     curve = val.pivot_table(index="hyperparameters", columns="metric", values="value", sort=False)
     ctx.logger.log_table(f"selection/{method.key}", curve.reset_index())
-

@@ -16,17 +16,20 @@ from merging.streaming import TaskVectors, summed
 Tensor = torch.Tensor
 
 
-def drop_and_rescale(p: float, seed: int) -> Values:
-    """``values(t, key, tau) = tau * b / (1 - p)`` with ``b ~ Bernoulli(1 - p)`` per entry.
+def key_generator(seed: int, t: int, key: str) -> torch.Generator:
+    """A CPU generator seeded by a hash of ``(seed, t, key)``: random draws for task ``t``'s
+    tensor at ``key`` that do not depend on the order keys are read in, the device, or how
+    often they are read (DARE, DELLA)."""
+    digest = hashlib.blake2b(f"{seed}/{t}/{key}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
 
-    The draws come from a CPU generator seeded by a hash of ``(seed, t, key)``, so they do
-    not depend on the order keys are read in, the device, or how often they are read.
-    """
+
+def drop_and_rescale(p: float, seed: int) -> Values:
+    """``values(t, key, tau) = tau * b / (1 - p)`` with ``b ~ Bernoulli(1 - p)`` per entry,
+    drawn from :func:`key_generator`."""
 
     def values(t: int, key: str, x: Tensor) -> Tensor:
-        digest = hashlib.blake2b(f"{seed}/{t}/{key}".encode(), digest_size=8).digest()
-        gen = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
-        keep = torch.rand(x.shape, generator=gen) >= p
+        keep = torch.rand(x.shape, generator=key_generator(seed, t, key)) >= p
         return torch.where(keep.to(x.device), x / (1.0 - p), 0)
 
     return values

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from evaluation.protocol import Method
@@ -37,7 +38,8 @@ def test_every_config_composes(group, option):
         assert list(resolved["method"]) == [option], "package header must be `method.<file name>`"
         body = resolved["method"][option]
         if method_spec(body["fn"]).kind == "task_vectors":
-            Method.from_config(option, body)
+            instantiate(cfg.pipeline).validate(cfg)  # merges tiny task vectors with its options
+            assert Method.from_config(option, body).label
     elif group != "method":
         assert "_target_" in resolved[group], f"conf/{group}/{option}.yaml builds no object"
 

@@ -10,14 +10,11 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, VisionTransformer
 
+from evaluation.checkpoints import CheckpointError, check_matches, read_state_dict, resolve_file
 from evaluation.clip.checkpoints import (
-    CheckpointError,
-    check_matches,
     hf_to_open_clip,
     load_visual,
     open_clip_to_hf,
-    read_state_dict,
-    resolve_file,
     visual_from_open_clip,
 )
 

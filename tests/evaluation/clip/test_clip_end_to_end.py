@@ -26,9 +26,10 @@ from hydra.utils import instantiate
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from evaluation.checkpoints import CheckpointError
 from evaluation.clip import zoo as clip_zoo
 from evaluation.clip.benchmark import HubVisionBenchmark
-from evaluation.clip.checkpoints import CheckpointError, open_clip_to_hf
+from evaluation.clip.checkpoints import open_clip_to_hf
 from evaluation.clip.evaluator import ImageEvaluator
 from evaluation.clip.tasks import DATASETS
 from evaluation.results import AVERAGE, read_rows

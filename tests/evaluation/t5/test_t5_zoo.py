@@ -112,7 +112,7 @@ def test_flan_zoo_full_and_lora_experts(standins, tmp_path):
 
 
 def test_bad_experts_and_configs_name_the_key(standins, tmp_path):
-    from evaluation.clip.checkpoints import CheckpointError
+    from evaluation.checkpoints import CheckpointError
 
     zoo, benchmark = build(standins, "t5", f"+model.expert_sources.qasc={tmp_path / 'none'}")
     with pytest.raises(FileNotFoundError, match=r"expert qasc: no directory .*finetune_t5"):
