@@ -5,8 +5,9 @@ composition, naming its path.
 * ``model/cnn``: a CNN zoo (``conf/base/model/cnn.yaml``, composed by
   ``conf/model/{resnet20,vgg11,vgg16}.yaml``), :class:`evaluation.cnn.zoo.CnnZoo`.
 * ``benchmark/different_init``: a dataset, the number of base models, the data settings, the
-  training recipe and the merge data (``conf/base/benchmark/different_init.yaml``, composed
-  by ``conf/benchmark/different_init_*.yaml``),
+  training recipe, the val split, the merge data and the BatchNorm reset
+  (``conf/base/benchmark/different_init.yaml``, composed by
+  ``conf/benchmark/different_init_*.yaml``),
   :class:`evaluation.cnn.benchmark.DifferentInitBenchmark`. Its ``dataset`` is one of
   ``image_data/sandbox`` (generated images) or ``image_data/hub`` (``datasets``: CIFAR).
 
@@ -50,11 +51,34 @@ class TrainRecipe:
 
 
 @dataclass
-class MergeData:
-    """Training images for BatchNorm resets and activation statistics: ``samples`` drawn
-    with ``seed``, in batches of ``batch_size``."""
+class ValSplit:
+    """Training images held out as the val split, on which searched options are chosen:
+    ``samples`` drawn with ``seed``, never seen by the base models, the merge data, the
+    BatchNorm resets or NP Merge (0: no val split; then no method may search)."""
 
     samples: int = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class MergeData:
+    """Training images for activation statistics (and NP Merge's images, drawn with the same
+    ``seed``): ``samples`` drawn with ``seed``, in batches of ``batch_size``."""
+
+    samples: int = MISSING
+    batch_size: int = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class BatchNormReset:
+    """How BatchNorm statistics are recomputed, for every merged model and for the base
+    models before merging: over ``samples`` training images (null: one full epoch over the
+    training images, the authors' protocol), with the training augmentation of the recipe,
+    shuffled and augmented with ``seed`` (the same batches on every reset), in batches of
+    ``batch_size``."""
+
+    samples: int | None = None
     batch_size: int = MISSING
     seed: int = MISSING
 
@@ -110,7 +134,9 @@ class DifferentInitConfig:
     num_models: int = MISSING
     settings: dict[str, Setting] = field(default_factory=dict)
     training: TrainRecipe = MISSING
+    val: ValSplit = MISSING
     merge_data: MergeData = MISSING
+    batchnorm_reset: BatchNormReset = MISSING
 
 
 SCHEMAS: dict[str, type] = {

@@ -31,7 +31,6 @@ from torch import nn
 from evaluation.cache import Manifest, json_digest, locked
 from evaluation.cnn.benchmark import DifferentInitBenchmark
 from evaluation.cnn.config import CnnModelConfig
-from evaluation.cnn.data import model_subsets
 from evaluation.cnn.models import build_model, check_architecture
 from evaluation.cnn.train import train_model
 from evaluation.zoo import Env
@@ -45,7 +44,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class BaseModels:
     """``states[i]``: base model ``i`` (seed ``i``) of one architecture, trained on the
-    training indices ``subsets[i]``; ``test_accuracy[i]``: its accuracy (%) when trained."""
+    training indices ``subsets[i]`` (into the train split; never the benchmark's val split);
+    ``test_accuracy[i]``: its accuracy (%) when trained (BatchNorm statistics as trained)."""
 
     arch: str
     width: float
@@ -104,9 +104,7 @@ class CnnZoo(CnnModelConfig):
                 f"it has {', '.join(benchmark.settings)}"
             )
         data, recipe = benchmark.data, self.recipe(benchmark)
-        subsets = model_subsets(
-            data.train_y, data.num_classes, benchmark.num_models, benchmark.settings[setting]
-        )
+        subsets = benchmark.subsets(setting)
         root = Path(
             env.cache_dir, "cnn_zoo",
             f"{data.name}-{self.arch}x{float(self.width):g}-{json_digest(recipe)[:12]}",

@@ -18,10 +18,10 @@ benchmark's val split, held out of train): a method's ``search`` grid is merged 
 point for each setting and ``k``, every point scored on val (``split="val"`` rows), and the
 point with the best val accuracy (ties: the first in grid order) scored on test
 (``split="test"`` rows). Without a search there is one point. With a val split every method
-gets val rows; without one (``benchmark.val.samples=0``) only test rows, and no method may
-search. Outputs are scored as a state dict on the architecture's network, a module (the
-ensemble) by its own logits, a list of states one row per model (``model: i``); the rows'
-hyperparameters are ``{"models": k, **hparams, **point}``.
+gets val rows; without one (``benchmark.val.samples=0``) only test rows, and a search may
+list one value per option only. Outputs are scored as a state dict on the architecture's
+network, a module (the ensemble) by its own logits, a list of states one row per model
+(``model: i``); the rows' hyperparameters are ``{"models": k, **hparams, **point}``.
 
 What the pipeline uses of the built objects: ``zoo.load(benchmark, setting, env)`` returns
 base models with ``states``, ``network(state)``, ``spec`` and ``activation_points``; the
@@ -263,12 +263,15 @@ def _evaluate(
         score = sum(value for _, value in scores) / len(scores)
         if best is None or score > best[0]:
             best = (score, point, output, seconds)
-    _, point, output, seconds = best
+    val, point, output, seconds = best
     for extra, value in _scores(output, models, benchmark, context.device, "test"):
         hparams = {"models": k, **method.hparams, **point, **extra}
         rows.append(row(hparams, "test", value))
         tag = f"{setting}/{_row_label(method.label, hparams)}/{k}_models"
-        ctx.logger.log_metrics({f"{tag}/test_accuracy": value, f"{tag}/seconds": seconds})
+        metrics = {f"{tag}/test_accuracy": value, f"{tag}/seconds": seconds}
+        if benchmark.has_val:
+            metrics[f"{tag}/val_accuracy"] = val
+        ctx.logger.log_metrics(metrics)
     return rows
 
 

@@ -78,6 +78,7 @@ def run_rows(cfg, ctx):
     return units, rows_frame(rows)
 
 
+@pytest.mark.slow
 def test_sandbox_preset_runs_end_to_end(tmp_path):
     cfg = composed(*SANDBOX)
     assert isinstance(instantiate(cfg.pipeline), DifferentInitPipeline)
@@ -208,14 +209,16 @@ def test_a_regime_mismatch_is_explained():
 
 
 def test_without_a_val_split_one_point_is_scored_on_test_only(tmp_path):
-    cfg = composed(*SANDBOX, "benchmark.val.samples=0", "method=[base_models,zipit,cca_merge,np_merge]",
+    cfg = composed(*SANDBOX, "benchmark.val.samples=0",
+                   "method=[base_models,zipit,cca_merge,np_merge]",
                    "method.zipit.search.alpha=[0.3]", "method.zipit.search.beta=[0.125]",
                    "method.cca_merge.search.gamma=[0.1]")  # fmt: skip
     DifferentInitPipeline().validate(cfg)
     _, frame = run_rows(cfg, context(tmp_path))
     assert set(frame.split) == {"test"}
     zipit = frame[frame.method == "ZipIt!"].hyperparameters.map(json.loads)
-    assert list(zipit) == [{"alpha": 0.3, "beta": 0.125, "budget_count": "authors", "models": 2}] * 2
+    fixed = {"alpha": 0.3, "beta": 0.125, "budget_count": "authors", "models": 2}
+    assert list(zipit) == [fixed] * 2  # both settings
 
 
 def test_base_models_are_reset_with_the_benchmark_reset_before_merging(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from evaluation.cnn.benchmark import DifferentInitBenchmark
-from evaluation.cnn.config import MergeData, Setting, TrainRecipe
+from evaluation.cnn.config import BatchNormReset, MergeData, Setting, TrainRecipe, ValSplit
 from evaluation.cnn.data import SandboxImages
 
 
@@ -40,8 +40,11 @@ RECIPE = TrainRecipe(
 )  # fmt: skip
 
 
-def tiny_benchmark(num_models: int = 2, **training) -> DifferentInitBenchmark:
-    """4 classes of 8x8 sandbox images (96 train, 32 test), settings same and cross (1.0)."""
+def tiny_benchmark(
+    num_models: int = 2, val: int = 16, reset: int | None = None, **training
+) -> DifferentInitBenchmark:
+    """4 classes of 8x8 sandbox images (96 train, ``val`` of them held out, 32 test), settings
+    same and cross (1.0); BatchNorm resets over ``reset`` images (None: a full epoch)."""
     recipe = TrainRecipe(**{**RECIPE.__dict__, **training})
     return DifferentInitBenchmark(
         name="sb",
@@ -50,5 +53,7 @@ def tiny_benchmark(num_models: int = 2, **training) -> DifferentInitBenchmark:
         num_models=num_models,
         settings={"same": Setting("same"), "cross": Setting("cross", 1.0, 0)},
         training=recipe,
+        val=ValSplit(samples=val, seed=0),
         merge_data=MergeData(samples=32, batch_size=16, seed=0),
+        batchnorm_reset=BatchNormReset(samples=reset, batch_size=16, seed=0),
     )  # fmt: skip

@@ -1,8 +1,10 @@
 """merging.alignment: permutation specs, the feature statistics of two models, weight and
 activation matching."""
 
+import numpy as np
 import pytest
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from merging.alignment import (
     PairStats,
@@ -11,6 +13,7 @@ from merging.alignment import (
     collect_activations,
     identity_permutations,
     invert_permutation,
+    norm_axes,
     pair_statistics,
     permute_state,
     random_permutations,
@@ -144,3 +147,65 @@ def test_activation_errors_name_group_and_module():
         collect_activations(MLP(), [torch.randn(2, 8)], {"h1": "nope"})
     with pytest.raises(ValueError, match="'h1'"):
         activation_matching({"h1": torch.randn(5, 3)}, {"h1": torch.randn(5, 4)})
+
+
+# Weight matching scores learned weights only (issue 9, item 4): a group over ``l1.weight``
+# (rows), BatchNorm ``bn.*`` and ``l2.weight`` (columns).
+ONE_GROUP = PermutationSpec(
+    {"l1.weight": ("h", None), **norm_axes("bn", "h"), "l2.weight": (None, "h")}
+)
+
+
+def _one_group_state(running_var):
+    return {
+        "l1.weight": torch.tensor([[1.0, 0.5], [0.2, 1.0]]),
+        "bn.weight": torch.tensor([1.0, 0.9]),
+        "bn.bias": torch.tensor([0.1, -0.1]),
+        "bn.running_mean": torch.tensor([0.3, 0.2]),
+        "bn.running_var": torch.tensor(running_var),
+        "l2.weight": torch.tensor([[0.5, 0.4]]),
+    }
+
+
+def test_weight_matching_does_not_score_batchnorm_statistics():
+    """The issue's example: models identical except running_var A = [10, 0.1], B = [0.1, 10];
+    the authors' answer is the identity (scoring the statistics gave the swap)."""
+    a, b = _one_group_state([10.0, 0.1]), _one_group_state([0.1, 10.0])
+    assert ONE_GROUP.statistics == {"bn.running_mean", "bn.running_var"}
+    assert torch.equal(weight_matching(ONE_GROUP, a, b)["h"], torch.tensor([0, 1]))
+    scored = PermutationSpec(ONE_GROUP.axes, statistics=())  # the former behaviour
+    assert torch.equal(weight_matching(scored, a, b)["h"], torch.tensor([1, 0]))
+    moved = permute_state(ONE_GROUP, b, {"h": torch.tensor([1, 0])})  # still permuted
+    assert torch.equal(moved["bn.running_var"], torch.tensor([10.0, 0.1]))
+    with pytest.raises(KeyError, match="not in the spec"):
+        PermutationSpec(ONE_GROUP.axes, statistics=["bn.num_batches_tracked"])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_weight_matching_equals_the_authors_linear_assignment_on_one_group(seed):
+    """Restated from samuela/git-re-basin and shoroi/align-n-merge ``weight_matching``: with
+    one permutation group it converges in one step, to ``linear_sum_assignment(A,
+    maximize=True)`` with ``A = sum_(key, axis) W_A[key] W_B[key]^T`` (``axis`` moved first)
+    over the keys of their spec, which lists weights and normalisation scale/bias only."""
+    gen = torch.Generator().manual_seed(seed)
+    h = 7
+
+    def state():
+        return {
+            "l1.weight": torch.randn(h, 5, generator=gen),
+            "bn.weight": torch.rand(h, generator=gen) + 0.5,
+            "bn.bias": torch.randn(h, generator=gen),
+            "bn.running_mean": 10 * torch.randn(h, generator=gen),
+            "bn.running_var": 100 * torch.rand(h, generator=gen),
+            "l2.weight": torch.randn(3, h, generator=gen),
+        }
+
+    a, b = state(), state()
+    score = np.zeros((h, h))
+    for key, axis in (("l1.weight", 0), ("bn.weight", 0), ("bn.bias", 0), ("l2.weight", 1)):
+        wa = np.moveaxis(a[key].double().numpy(), axis, 0).reshape(h, -1)
+        wb = np.moveaxis(b[key].double().numpy(), axis, 0).reshape(h, -1)
+        score += wa @ wb.T
+    rows, cols = linear_sum_assignment(score, maximize=True)
+    assert np.array_equal(rows, np.arange(h))
+    assert weight_matching(ONE_GROUP, a, b, seed=seed)["h"].tolist() == cols.tolist()

@@ -1,6 +1,8 @@
 """The whole-model merge methods (kind ``models``) on a :class:`merging.context.ModelContext`:
 alignment undoes a permutation, outputs have the promised form, options are checked."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -84,9 +86,11 @@ def test_outputs_base_models_ensemble_and_averages():
     "method, options, message",
     [
         ("zipit", {}, "zipit merges exactly 2 models, got 3"),
+        ("zipit", {"beta": True}, "'beta'"),
         ("cca_merge", {}, "cca_merge merges exactly 2 models"),
         ("zipit", {"alpha": 1.5}, "'alpha'"),
-        ("cca_merge", {"reg": -1}, "'reg'"),
+        ("cca_merge", {"gamma": -1}, "'gamma'"),
+        ("zipit", {"budget_count": "paper"}, "'budget_count'"),
         ("weight_matching", {"max_iter": 0}, "'max_iter'"),
     ],
 )
@@ -118,3 +122,32 @@ def test_pair_stats_is_the_shared_collector():
     ours = context.pair_stats(a.state_dict(), b.state_dict())
     theirs = pair_statistics(a, b, context.batches, RES_POINTS)
     assert all(torch.equal(ours[g].cov, theirs[g].cov) for g in theirs)
+
+
+def test_every_merge_goes_through_the_context_reset_np_merge_included():
+    context = standin_context(3)
+    default, calls = context.reset_batchnorm, []
+
+    def reset(state):
+        calls.append(state)
+        return default(state)
+
+    counted = dataclasses.replace(context, reset_batchnorm=reset)
+    for method, resets in (("direct_average", 1), ("zipit", 1), ("cca_merge", 1)):
+        calls.clear()
+        merge_models(method, counted.with_states(counted.states[:2]))
+        assert len(calls) == resets, method
+    calls.clear()
+    merge_models("np_merge", counted, epochs=1, batch_size=4)
+    assert len(calls) == 2  # after each pairwise merge of three models
+
+
+def test_pair_stats_are_computed_once_per_pair_of_states():
+    a, b = seeded_model(TinyResNet, 0), seeded_model(TinyResNet, 1)
+    context = context_of(a, b)
+    sa, sb = context.states
+    first = context.pair_stats(sa, sb)
+    assert all(context.pair_stats(sa, sb)[g] is first[g] for g in first)
+    copied = {k: v.clone() for k, v in sa.items()}
+    assert all(context.pair_stats(copied, sb)[g] is not first[g] for g in first)
+    assert all(context.with_states([sa, sb]).pair_stats(sa, sb)[g] is not first[g] for g in first)
