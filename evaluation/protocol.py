@@ -11,7 +11,9 @@ scaling grid ``A`` (applied without re-merging, ``theta_0 + alpha * tau``):
   (``100 * acc_merged / acc_expert``, the expert being the task's own fine-tuned model
   on the same split), per task and averaged.
 
-Ties between grid points are broken by grid order (first wins).
+Ties between grid points are broken by grid order (first wins). Each method's cost is
+recorded too (split ``merge``): mean wall time of its merges (``merge_seconds``) and their
+peak extra memory (``merge_peak_mib``, :mod:`evaluation.resources`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import torch
 
+from evaluation.resources import Measured
 from evaluation.results import AVERAGE, Row, hparams_key
 from evaluation.zoo import Evaluator
 from merging import MethodSpec, merge, method_spec
@@ -189,12 +192,16 @@ def evaluate_method(
     points = method.grid()
     outputs: dict[int, Any] = {}
 
+    costs: list[Measured] = []
+
     def output(i: int):
         if i not in outputs:
             outputs.clear()  # keep one merge output in memory at a time
-            outputs[i] = merge(
-                method.fn, task_vectors, device=device, **method.hparams, **points[i]
-            )
+            with Measured() as cost:
+                outputs[i] = merge(
+                    method.fn, task_vectors, device=device, **method.hparams, **points[i]
+                )
+            costs.append(cost)
         return outputs[i]
 
     def normalised(split: str, scores: Scores) -> Scores:
@@ -252,4 +259,12 @@ def evaluate_method(
     else:
         summary = {**method.hparams, **{k: "per_task" for k in [*method.search, "alpha"]}}
     rows += [r for r in rows_for(summary, "test", scores_test) if r.task == AVERAGE]
+    if costs:  # merges of this method (memoised points cost nothing)
+        key = hparams_key({**summary, **method.provenance})
+        rows += [
+            make_row(method.label, key, AVERAGE, "merge", "merge_seconds",
+                     sum(c.seconds for c in costs) / len(costs)),
+            make_row(method.label, key, AVERAGE, "merge", "merge_peak_mib",
+                     max(c.peak_mib for c in costs)),
+        ]  # fmt: skip
     return rows, settings

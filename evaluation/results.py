@@ -3,7 +3,9 @@
 Columns: run, benchmark, model, method, hyperparameters (canonical JSON), task, split,
 metric, value. Per-task rows carry the task name; averages over tasks use the task
 ``"average"``. Metrics: ``accuracy`` (top-1, %) and ``normalized_accuracy`` (merged
-accuracy / the task's own fine-tuned expert accuracy, %; Wang et al., ICML 2024).
+accuracy / the task's own fine-tuned expert accuracy, %; Wang et al., ICML 2024) on splits
+``val`` and ``test``; ``storage_gbit`` (split ``test``); the merge's cost on split
+``merge``: ``merge_seconds`` (wall) and ``merge_peak_mib`` (peak extra memory).
 """
 
 from __future__ import annotations

@@ -65,6 +65,8 @@ def test_joint_selection_maximises_average_normalised_val_accuracy(monkeypatch):
     assert norm["t1"] == pytest.approx(100 * 85 / expert["test"]["t1"])
     assert norm["average"] == pytest.approx((norm["t0"] + norm["t1"]) / 2)
     assert len([r for r in rows if r.split == "val" and r.task == "average"]) == 20
+    cost = {r.metric: r.value for r in rows if r.split == "merge"}
+    assert set(cost) == {"merge_seconds", "merge_peak_mib"} and cost["merge_seconds"] > 0
 
 
 def test_per_task_selection_with_ties_to_the_first_point():
