@@ -29,6 +29,7 @@ from evaluation.resources import Measured
 from evaluation.results import AVERAGE, Row, hparams_key
 from evaluation.zoo import Evaluator
 from merging import MethodSpec, merge, method_spec
+from merging.task_data import stand_in
 
 SELECTIONS = ("joint", "per_task")
 KIND_PIPELINES = {"task_vectors": "task_vectors", "models": "different_init"}
@@ -110,13 +111,18 @@ class Method:
         options fail (naming the option) before any long computation; ``substitutes``
         replace options resolved later in the run (Consensus' ``lam`` from TALL masks).
         The stand-in's key is named like a transformer block's weight, so that methods
-        that read layer indices from key names (LiNeS) can run on it."""
+        that read layer indices from key names (LiNeS) can run on it; methods that need
+        data get tiny stand-in task data over a linear layer of that name
+        (:func:`merging.task_data.stand_in`)."""
         generator = torch.Generator().manual_seed(0)
         key = "transformer.resblocks.0.mlp.c_fc.weight"
-        taus = [{key: torch.randn(4, 3, generator=generator)} for _ in range(max(num_tasks, 2))]
+        count = max(num_tasks, 2)
+        taus = [{key: torch.randn(4, 3, generator=generator)} for _ in range(count)]
+        needs_data = "data" in method_spec(self.fn).needs
         for point in self.grid():
+            context = stand_in(key, (4, 3), count) if needs_data else None
             try:
-                merge(self.fn, taus, **{**self.hparams, **point, **substitutes})
+                merge(self.fn, taus, context=context, **{**self.hparams, **point, **substitutes})
             except (ValueError, TypeError, KeyError) as err:
                 raise ValueError(f"method.{self.key}: {err}") from None
 
@@ -180,10 +186,12 @@ def evaluate_method(
     device: str | None = None,
     on_point: Callable[[], None] | None = None,
     test: bool = True,
+    context: object = None,
 ) -> tuple[list[Row], dict[str, dict[str, Any]]]:
     """Run the protocol for one method; returns its val (every point) and test rows, and
     the setting chosen on val for each task (options and ``alpha``). ``test=False`` stops
-    after the val selection (no test rows).
+    after the val selection (no test rows). ``context`` is passed to methods that declare
+    ``needs`` (e.g. :class:`merging.task_data.TaskData` for data-based methods).
 
     ``expert[split][task]`` are the denominators of normalised accuracy; ``None`` means the
     method is the experts themselves (normalised accuracy 100 by definition).
@@ -199,8 +207,9 @@ def evaluate_method(
             outputs.clear()  # keep one merge output in memory at a time
             with Measured() as cost:
                 outputs[i] = merge(
-                    method.fn, task_vectors, device=device, **method.hparams, **points[i]
-                )
+                    method.fn, task_vectors, device=device, context=context,
+                    **method.hparams, **points[i],
+                )  # fmt: skip
             costs.append(cost)
         return outputs[i]
 

@@ -5,7 +5,9 @@ metric, value. Per-task rows carry the task name; averages over tasks use the ta
 ``"average"``. Metrics: ``accuracy`` (top-1, %) and ``normalized_accuracy`` (merged
 accuracy / the task's own fine-tuned expert accuracy, %; Wang et al., ICML 2024) on splits
 ``val`` and ``test``; ``storage_gbit`` (split ``test``); the merge's cost on split
-``merge``: ``merge_seconds`` (wall) and ``merge_peak_mib`` (peak extra memory).
+``merge``: ``merge_seconds`` (wall) and ``merge_peak_mib`` (peak extra memory). Data-based
+methods add, per task, ``examples_used`` (split: the split the examples came from) and, on
+the average, ``test_time_adaptation`` (1 if they saw unlabelled test inputs, split ``test``).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from evaluation.benchmark import Benchmark, Task
+from merging.task_data import TaskData
 
 Tensor = torch.Tensor
 StateDict = Mapping[str, Tensor]
@@ -66,6 +67,12 @@ class Experts:
     that the authors' flattened checkpoints hold beyond the merged part and count in their
     top-k (CLIP ``ImageEncoder``: the text-side entries; the option ``extra_entries:
     from_zoo`` of the top-k methods reads it, see results/fidelity.md).
+
+    ``task_data(tasks, split, examples, env)``: the context of data-based merge methods
+    (``needs=("data",)``), a :class:`merging.task_data.TaskData` holding the merged part as
+    a module, ``theta_0``, ``examples`` inputs per task of ``split`` (``None``: all) and
+    each task's head; ``None`` if the zoo cannot provide data (the pipeline then refuses
+    such methods, naming the model).
     """
 
     name: str
@@ -74,6 +81,7 @@ class Experts:
     param_counts: tuple[int, int]
     evaluator: Callable[[Sequence[Task], int, Env], Evaluator]
     unmerged_entries: int = 0
+    task_data: Callable[[Sequence[Task], str, int | None, Env], TaskData] | None = None
 
 
 @runtime_checkable

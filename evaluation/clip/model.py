@@ -1,6 +1,7 @@
 """An open_clip CLIP ready to score task vectors of its image encoder: the model (its text
 tower makes the zero-shot heads), tokenizer, image normalisation and an id of its weights.
-Both CLIP zoos (open_clip checkpoints, the sandbox) hand one to :meth:`ClipModel.experts`.
+Both CLIP zoos (open_clip checkpoints, the sandbox) hand one to :meth:`ClipModel.experts`,
+which gives the protocol an evaluator and data-based merge methods their task data.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from evaluation.benchmark import Benchmark, Task
+from evaluation.benchmark import Benchmark, Task, check_split
 from evaluation.clip.evaluator import ImageEvaluator
-from evaluation.clip.heads import cached_zeroshot_head
+from evaluation.clip.heads import ClassificationHead, cached_zeroshot_head
 from evaluation.zoo import Env, Experts, StateDict
+from merging.task_data import TaskData
 
 Tensor = torch.Tensor
 EVAL_SPLITS = ("val", "test")
@@ -59,20 +61,12 @@ class ClipModel:
         size = self.model.visual.image_size
         return int(size[0] if isinstance(size, tuple | list) else size)
 
-    def evaluator(
-        self,
-        pretrained: StateDict,
-        benchmark: Benchmark,
-        tasks: Sequence[Task],
-        batch_size: int,
-        env: Env,
-    ) -> ImageEvaluator:
-        """An :class:`ImageEvaluator` of ``model.visual`` (set to ``pretrained``) on ``tasks``:
-        zero-shot heads from each task's class names and templates (cached,
-        :func:`evaluation.clip.heads.cached_zeroshot_head`) and the val and test splits of
-        ``benchmark`` at the model's image size."""
-        self.model.to(env.device)  # the text tower too: heads are encoded on the device
-        heads = {
+    def heads(self, tasks: Sequence[Task], env: Env) -> dict[str, ClassificationHead]:
+        """Zero-shot heads of ``tasks`` from their class names and templates (cached,
+        :func:`evaluation.clip.heads.cached_zeroshot_head`); the model moves to the device
+        (the text tower encodes the prompts there)."""
+        self.model.to(env.device)
+        return {
             t.name: cached_zeroshot_head(
                 self.model,
                 self.tokenizer,
@@ -84,6 +78,19 @@ class ClipModel:
             )
             for t in tasks
         }
+
+    def evaluator(
+        self,
+        pretrained: StateDict,
+        benchmark: Benchmark,
+        tasks: Sequence[Task],
+        batch_size: int,
+        env: Env,
+    ) -> ImageEvaluator:
+        """An :class:`ImageEvaluator` of ``model.visual`` (set to ``pretrained``) on ``tasks``:
+        zero-shot heads (:meth:`heads`) and the val and test splits of ``benchmark`` at the
+        model's image size."""
+        heads = self.heads(tasks, env)
         size = self.image_size
         splits = {
             (t.name, split): benchmark.load_split(t, split, env.cache_dir, image_size=size)
@@ -96,14 +103,60 @@ class ClipModel:
         evaluator.load(None)
         return evaluator
 
+    def task_data(
+        self,
+        pretrained: StateDict,
+        benchmark: Benchmark,
+        tasks: Sequence[Task],
+        split: str,
+        examples: int | None,
+        env: Env,
+    ) -> TaskData:
+        """Examples of ``tasks`` for data-based merge methods (:class:`merging.task_data.
+        TaskData`): ``model.visual`` with ``theta_0 = pretrained``, images of ``split``
+        (``train`` for Fisher and RegMean; ``test`` for test-time adaptation, labels never
+        handed out), preprocessed on the device batch by batch, and each task's zero-shot
+        head. ``examples`` per task: a seeded random draw (seed 0, so class-sorted splits
+        give mixed batches) of that many, or the whole split (``None`` or more than it
+        holds). Blocks: the ViT's ``transformer.resblocks.<i>``."""
+        check_split(split)
+        heads = self.heads(tasks, env)
+        device = torch.device(env.device)
+        images, positions = {}, {}
+        for t in tasks:
+            images[t.name], _ = benchmark.load_split(
+                t, split, env.cache_dir, image_size=self.image_size
+            )
+            n = len(images[t.name])
+            draw = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+            positions[t.name] = draw if examples is None else draw[:examples]
+
+        def load(task: str, at: Tensor) -> Tensor:
+            return self.preprocess(images[task][positions[task][at]].to(device))
+
+        visual = self.model.visual.eval()
+        depth = len(visual.transformer.resblocks)
+        blocks = tuple(f"transformer.resblocks.{i}" for i in range(depth))
+        return TaskData(
+            module=visual,
+            pretrained={k: v.detach().to(device, copy=True) for k, v in pretrained.items()},
+            sizes={t.name: len(positions[t.name]) for t in tasks},
+            load=load,
+            head=lambda task, features: heads[task](features.float()),
+            split=split,
+            device=device,
+            blocks=blocks,
+        )
+
     def experts(
         self, pretrained: StateDict, experts: Mapping[str, StateDict], benchmark: Benchmark
     ) -> Experts:
         """The loaded zoo: ``pretrained`` and ``experts`` are states of ``model.visual``;
         ``evaluator(tasks, batch_size, env)`` scores merged weights on ``benchmark``
-        (:meth:`evaluator`); ``unmerged_entries = N - N_m``: the text-side entries that the
-        TALL masks authors' flattened ``ImageEncoder`` checkpoints also hold (ViT-B/32 and
-        B/16: 25,599,489; L/14: 38,595,841; results/fidelity.md)."""
+        (:meth:`evaluator`); ``task_data(tasks, split, examples, env)`` serves data-based
+        methods (:meth:`task_data`); ``unmerged_entries = N - N_m``: the text-side entries
+        that the TALL masks authors' flattened ``ImageEncoder`` checkpoints also hold
+        (ViT-B/32 and B/16: 25,599,489; L/14: 38,595,841; results/fidelity.md)."""
         n, n_merged = param_counts(self.model)
         return Experts(
             name=self.weights_id,
@@ -112,4 +165,5 @@ class ClipModel:
             param_counts=(n, n_merged),
             evaluator=functools.partial(self.evaluator, pretrained, benchmark),
             unmerged_entries=n - n_merged,
+            task_data=functools.partial(self.task_data, pretrained, benchmark),
         )

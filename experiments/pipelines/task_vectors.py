@@ -11,6 +11,14 @@ protocol selected per task on val for the same base (Wang et al., ICML 2024, as 
 authors' code): from the run's own TALL-masks method with the same base options when it
 has one, else from a TALL-masks selection on val run for it; its result rows record the
 lambdas and where they came from.
+
+Data-based methods (``needs`` holds ``"data"``: Fisher, RegMean, AdaMerging) get the zoo's
+task data (:attr:`evaluation.zoo.Experts.task_data`) as their context: the train split, or
+the test split's unlabelled inputs for test-time adaptation (``needs`` holds
+``"test_inputs"``: AdaMerging), as many examples per task as the method's ``examples``
+option asks at any search point (``None``: the whole split). Their rows add, per task, the
+examples they consumed (metric ``examples_used``, split = the split they came from) and,
+on the average, ``test_time_adaptation`` (1: it saw test inputs, 0: train data only).
 """
 
 from __future__ import annotations
@@ -34,9 +42,11 @@ from experiments.context import RunContext
 from merging import TaskVector, merge, method_spec
 from merging.methods.consensus import TALL_MASKS_OPTIONS
 from merging.storage import STORAGE_RULES, storage_bits
+from merging.task_data import TaskData
 
 Tensor = torch.Tensor
 
+DATA, TEST_INPUTS = "data", "test_inputs"  # what data-based methods declare in ``needs``
 FROM_TALL_MASKS = "from_tall_masks"  # Consensus' lam: the lambdas TALL masks chose on val
 FROM_ZOO = "from_zoo"  # extra_entries: the zoo's count of unmerged checkpoint entries
 LATE_OPTIONS = {"lam": (FROM_TALL_MASKS, 0.4), "extra_entries": (FROM_ZOO, 0)}  # stand-ins
@@ -80,6 +90,17 @@ def _with_zoo_entries(method: Method, count: int) -> Method:
     if method.hparams.get("extra_entries") != FROM_ZOO:
         return method
     return replace(method, hparams={**method.hparams, "extra_entries": count})
+
+
+def data_request(method: Method) -> tuple[str, int | None]:
+    """(split, examples per task) that data-based ``method`` reads: ``test`` for test-time
+    adaptation (``needs`` holds ``test_inputs``), else ``train``; the most examples any of
+    its search points asks in its ``examples`` option (``None``: the whole split)."""
+    spec = method_spec(method.fn)
+    split = "test" if TEST_INPUTS in spec.needs else "train"
+    default = spec.hparams.get("examples")
+    counts = [{**method.hparams, **point}.get("examples", default) for point in method.grid()]
+    return split, None if any(c is None for c in counts) else max(int(c) for c in counts)
 
 
 def _tall_method_for(consensus: Method, methods: Sequence[Method]) -> Method:
@@ -133,6 +154,14 @@ class TaskVectorPipeline:
         experts = zoo.load(benchmark, tasks, ctx.env)
         check_distinct_experts(experts.pretrained, experts.experts, names)
         methods = [_with_zoo_entries(m, experts.unmerged_entries) for m in methods]
+        data_based = [m for m in methods if DATA in method_spec(m.fn).needs]
+        if data_based and experts.task_data is None:
+            raise ValueError(
+                f"method.{data_based[0].key} ({data_based[0].label}) needs task data, which "
+                f"model {cfg.model.name!r} cannot provide (its zoo sets no "
+                "Experts.task_data); choose a data-free method or a zoo that serves data "
+                "(the CLIP zoos do)"
+            )
         evaluator = experts.evaluator(tasks, int(cfg.eval.batch_size), ctx.env)
         taus = [
             TaskVector(experts.experts[n], experts.pretrained, name=f"task {n!r}") for n in names
@@ -157,8 +186,13 @@ class TaskVectorPipeline:
                     continue
                 if method.hparams.get("lam") == FROM_TALL_MASKS:
                     method = self._with_tall_lambdas(method, methods, evaluate, names)
-                rows, _ = evaluate(method, on_point=bar.update)
                 spec = method_spec(method.fn)
+                context = None
+                if DATA in spec.needs:
+                    context = experts.task_data(tasks, *data_request(method), ctx.env)
+                rows, _ = evaluate(method, on_point=bar.update, context=context)
+                if context is not None:
+                    rows += _data_rows(make_row, method, context)
                 shapes = (
                     _merged_shapes(experts.pretrained)
                     if STORAGE_RULES[spec.storage].shaped
@@ -200,6 +234,19 @@ class TaskVectorPipeline:
         out["avg norm"] = norm.set_index("method").reindex(methods)["value"]
         out.index.name = "method"
         return out
+
+
+def _data_rows(make_row: Any, method: Method, context: TaskData) -> list[Row]:
+    """The examples of each task ``method`` consumed (split: where they came from) and
+    whether it saw test inputs (``test_time_adaptation``, on the average)."""
+    key = hparams_key(method.hparams)
+    used = context.examples_used()
+    rows = [
+        make_row(method.label, key, task, context.split, "examples_used", float(n))
+        for task, n in used.items()
+    ]
+    tta = float(context.split == "test")
+    return [*rows, make_row(method.label, key, AVERAGE, "test", "test_time_adaptation", tta)]
 
 
 def _fingerprint(state: Mapping[str, Tensor], keys: Sequence[str]) -> tuple[float, ...]:
