@@ -23,6 +23,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -37,6 +38,7 @@ from evaluation.zoo import Env, TaskVectorZoo
 from experiments.config import register_schemas
 from experiments.report import main as report_main
 from experiments.report import report
+from merging import method_spec
 
 ROOT = Path(__file__).resolve().parents[3]
 ARCH, TASK_NAMES = "mergelab-tiny-vit", ["Cars", "DTD"]
@@ -349,6 +351,16 @@ def test_bad_zoo_configs_name_the_key(files):
 
 
 @pytest.mark.slow
+def data_free_methods() -> list[str]:
+    """The method configs whose function merges task vectors without data."""
+    out = []
+    for path in sorted((ROOT / "conf" / "method").glob("*.yaml")):
+        spec = method_spec(OmegaConf.load(path).fn)
+        if spec.kind == "task_vectors" and not spec.needs:
+            out.append(path.stem)
+    return out
+
+
 def test_finetune_merge_select_evaluate_and_report(files, tmp_path):
     root, cache, experts = files["root"], tmp_path / "cache", tmp_path / "experts"
     overrides = [*local(files), f"cache_dir={cache}", "device=cpu", "progress=false"]
@@ -368,10 +380,7 @@ def test_finetune_merge_select_evaluate_and_report(files, tmp_path):
     # DTD's expert stays in the authors' .pt format beside the new safetensors one
     shutil.copytree(root / "tall" / ARCH / "DTDVal", experts / ARCH / "DTDVal")
 
-    methods = ["zeroshot", "finetuned", "weight_averaging", "task_arithmetic"]
-    methods += [
-        m for m in ("ties", "tall_masks") if (ROOT / "conf" / "method" / f"{m}.yaml").exists()
-    ]
+    methods = data_free_methods()  # every data-free task-vector method (issue 13)
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "experiments.run", "model=clip_vit_b32", *overrides,
                f"model.tall_masks.repo={experts}", f"method=[{','.join(methods)}]", "logger=none",
@@ -385,7 +394,9 @@ def test_finetune_merge_select_evaluate_and_report(files, tmp_path):
     assert ft["Cars"] == pytest.approx(record["test_accuracy"])  # the fine-tune's own score
     ta = val[(val.method == "Task arithmetic") & (val.task == AVERAGE)]
     assert {json.loads(h)["alpha"] for h in ta.hyperparameters} == {0.5, 1.0}  # selection grid
-    assert set(test[test.task == AVERAGE].method) >= {"Zero-shot", "Fine-tuned", "Task arithmetic"}
+    labels = {method_spec(OmegaConf.load(ROOT / "conf/method" / f"{m}.yaml").fn).label
+              for m in methods}  # fmt: skip
+    assert set(test[test.task == AVERAGE].method) >= labels
     assert len(list((cache / "heads").glob("*.safetensors"))) == 2  # one head per task
 
     out = tmp_path / "results" / "reproduction.md"
