@@ -5,8 +5,9 @@ subspaces."""
 import torch
 
 from merging import options
-from merging.methods.tsv import merge_matrices, orthogonalise
+from merging.methods.tsv import merge_matrices
 from merging.registry import merge_method
+from merging.spectral import polar, top_svd
 from merging.streaming import TaskVectors, summed
 
 Tensor = torch.Tensor
@@ -37,7 +38,8 @@ def iso_cts(tvs: TaskVectors, *, common_fraction: float = 0.8) -> dict[str, Tens
     subspace, ``tau_t - U_c U_c^T tau_t``. With ``U = [U_c, U_1 .. U_T]``,
     ``S = [S_c, S_1 .. S_T]`` and ``V`` likewise (``r`` directions in all), the merged
     matrix is ``mean(S) * U_perp V_perp^T``, the factors orthogonalised by Procrustes
-    (see :func:`merging.methods.tsv.orthogonalise`): the isotropic level is the mean of
+    (:func:`merging.spectral.polar`; only the needed triplets are computed, in float64,
+    :func:`merging.spectral.top_svd`): the isotropic level is the mean of
     all ``r`` kept singular values, common and task-specific. Non-matrix entries are
     averaged, as in the authors' code; ``common_fraction = 1`` gives Iso-C. The model is
     ``theta_0 + alpha * tau``, ``alpha`` chosen on validation data from {0.1, ..., 3.0} as
@@ -46,17 +48,17 @@ def iso_cts(tvs: TaskVectors, *, common_fraction: float = 0.8) -> dict[str, Tens
     options.fraction("common_fraction", common_fraction)
 
     def merge_matrix(taus: list[Tensor]) -> Tensor:
-        u, s, vh = torch.linalg.svd(summed(taus), full_matrices=False)
-        common, per_task = _split_rank(len(s), len(taus), common_fraction)
-        us, ss, vhs = [u[:, :common]], [s[:common]], [vh[:common]]
+        common, per_task = _split_rank(min(taus[0].shape), len(taus), common_fraction)
+        u_c, s_c, vh_c = top_svd(summed(taus), common)
+        us, ss, vhs = [u_c], [s_c], [vh_c]
         if per_task:
+            basis = u_c.to(taus[0].dtype)  # the projection in the task vectors' precision
             for tau in taus:
-                outside = tau - us[0] @ (us[0].T @ tau)
-                u_t, s_t, vh_t = torch.linalg.svd(outside, full_matrices=False)
-                us.append(u_t[:, :per_task])
-                ss.append(s_t[:per_task])
-                vhs.append(vh_t[:per_task])
+                u_t, s_t, vh_t = top_svd(tau - basis @ (basis.T @ tau), per_task)
+                us.append(u_t)
+                ss.append(s_t)
+                vhs.append(vh_t)
         level = torch.cat(ss).mean()
-        return level * (orthogonalise(torch.cat(us, 1)) @ orthogonalise(torch.cat(vhs, 0)))
+        return level * (polar(torch.cat(us, 1))[0] @ polar(torch.cat(vhs, 0))[0])
 
     return merge_matrices(tvs, merge_matrix)

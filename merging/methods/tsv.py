@@ -7,16 +7,10 @@ import torch
 
 from merging import options
 from merging.registry import merge_method
+from merging.spectral import polar, top_svd
 from merging.streaming import TaskVectors
 
 Tensor = torch.Tensor
-
-
-def orthogonalise(x: Tensor) -> Tensor:
-    """The nearest matrix to ``x`` with orthonormal columns (rows, if ``x`` is wide):
-    ``P Q^T`` from ``x = P S Q^T`` (orthogonal Procrustes, as in Gargiulo et al.)."""
-    p, _, qh = torch.linalg.svd(x, full_matrices=False)
-    return p @ qh
 
 
 def merge_matrices(
@@ -62,8 +56,9 @@ def tsv(
     :func:`triplets_per_task`); concatenate ``U = [U_1k .. U_Tk]``,
     ``S = diag(S_1k .. S_Tk)``, ``V = [V_1k .. V_Tk]``; decorrelate with the Procrustes
     factors ``U_perp = P_U Q_U^T`` (``U = P_U S' Q_U^T``) and likewise ``V_perp``; return
-    ``U_perp S V_perp^T``. Non-matrix entries are averaged. The model is
-    ``theta_0 + alpha * tau``; the authors choose ``alpha`` on validation data from
+    ``U_perp S V_perp^T``. Non-matrix entries are averaged. Only the top ``k`` triplets are
+    computed, in float64 (:func:`merging.spectral.top_svd`, :func:`merging.spectral.polar`).
+    The model is ``theta_0 + alpha * tau``; the authors choose ``alpha`` on validation data from
     {0.1, 0.2, ..., 3.0} (``np.linspace(0, 3, 31)[1:]`` in their evaluation code), the
     grid of ``conf/method/tsv.yaml``.
     """
@@ -74,13 +69,9 @@ def tsv(
         k = triplets_per_task(min(taus[0].shape), len(taus), keep, rank_count)
         if k == 0:
             return torch.zeros_like(taus[0])
-        us, ss, vhs = [], [], []
-        for tau in taus:
-            u, s, vh = torch.linalg.svd(tau, full_matrices=False)
-            us.append(u[:, :k])
-            ss.append(s[:k])
-            vhs.append(vh[:k])
-        u_perp, vh_perp = orthogonalise(torch.cat(us, 1)), orthogonalise(torch.cat(vhs, 0))
+        us, ss, vhs = zip(*(top_svd(tau, k) for tau in taus), strict=True)
+        u_perp, _ = polar(torch.cat(us, 1))
+        vh_perp, _ = polar(torch.cat(vhs, 0))
         return (u_perp * torch.cat(ss)) @ vh_perp
 
     return merge_matrices(tvs, merge_matrix)

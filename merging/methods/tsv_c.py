@@ -10,6 +10,7 @@ import torch
 from merging import options
 from merging.methods.tsv import triplets_per_task
 from merging.registry import merge_method
+from merging.spectral import top_svd
 from merging.streaming import TaskVectors
 
 Tensor = torch.Tensor
@@ -59,7 +60,8 @@ def tsv_c(tvs: TaskVectors, *, rank_count: str = "at_least_one") -> list[LowRank
     entries (biases, norms, conv kernels) whole. Serve task ``t`` with
     ``theta_0 + tau_t`` (``alpha = 1``, as the authors evaluate it).
 
-    Returns one lazy task vector per task holding the factors (float32, on the CPU); a
+    Only the top ``k`` triplets are computed (:func:`merging.spectral.top_svd`). Returns one
+    lazy task vector per task holding the factors (float32, on the CPU); a
     matrix is rebuilt in the input dtype when its key is read. Storage: the rule
     ``low_rank`` of :mod:`merging.storage` (``k (m + n + 1)`` floats per task and
     ``m x n`` matrix). Raises ``ValueError`` naming ``rank_count``.
@@ -81,6 +83,6 @@ def tsv_c(tvs: TaskVectors, *, rank_count: str = "at_least_one") -> list[LowRank
                 full[t][key] = tvs.finish(key, x)
                 continue
             k = triplets_per_task(min(x.shape), num_tasks, None, rank_count)
-            u, s, vh = torch.linalg.svd(x, full_matrices=False)
-            factors[t][key] = (u[:, :k].cpu(), s[:k].cpu(), vh[:k].cpu())
+            u, s, vh = (f.to("cpu", torch.float32) for f in top_svd(x, k))
+            factors[t][key] = (u, s, vh)
     return [LowRankVector(tvs.keys, f, g, dtypes) for f, g in zip(factors, full, strict=True)]

@@ -233,3 +233,158 @@ def test_reports_the_key_and_task_at_fault(name: str) -> None:
     tvs[1]["square.weight"] = torch.randn(9, 8, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"'square.weight'.*task vector 1"):
         merge(name, tvs)
+
+
+# ---- leading triplets from the Gram matrix (merging.spectral) ------------------------------
+
+from merging.spectral import polar, top_svd  # noqa: E402
+
+
+def low_rank(m: int, n: int, rank: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(m, rank, generator=g) @ torch.randn(rank, n, generator=g)
+
+
+SHAPES = [(40, 40), (96, 24), (24, 96), (70, 33)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("rank", [None, 5])
+@pytest.mark.parametrize("k", [0, 1, 4, 12, 24])
+def test_top_svd_equals_the_leading_full_svd(shape: tuple[int, int], rank, k: int) -> None:
+    x = (
+        torch.randn(*shape, generator=torch.Generator().manual_seed(k))
+        if rank is None
+        else (low_rank(*shape, rank, seed=k))
+    )
+    u, s, vh = top_svd(x, k)
+    u_ref, s_ref, vh_ref = torch.linalg.svd(x.double(), full_matrices=False)
+    assert u.shape == (shape[0], k) and s.shape == (k,) and vh.shape == (k, shape[1])
+    assert u.dtype == s.dtype == vh.dtype == torch.float64
+    scale = float(s_ref[0])
+    torch.testing.assert_close(s, s_ref[:k], atol=1e-5 * scale, rtol=1e-5)
+    # the rank-k approximation, unique whenever s_k > s_{k+1}; below the rank (k > 5 for the
+    # low-rank matrices) the full SVD is used and the product is the matrix itself
+    torch.testing.assert_close(
+        (u * s) @ vh, (u_ref[:, :k] * s_ref[:k]) @ vh_ref[:k], atol=1e-5 * scale, rtol=1e-5
+    )
+    if k:
+        torch.testing.assert_close(u.T @ u, torch.eye(k, dtype=torch.float64), atol=1e-5, rtol=0)
+        torch.testing.assert_close(vh @ vh.T, torch.eye(k, dtype=torch.float64), atol=1e-5, rtol=0)
+        if rank is None or k <= rank:  # each pair up to its sign (a random spectrum: no ties)
+            signs = (u * u_ref[:, :k]).sum(0).sign()
+            torch.testing.assert_close(u * signs, u_ref[:, :k], atol=1e-4, rtol=0)
+            torch.testing.assert_close(vh * signs[:, None], vh_ref[:k], atol=1e-4, rtol=0)
+
+
+def test_top_svd_all_values_and_cpu_partial_path_agree() -> None:
+    x = torch.randn(100, 30, generator=torch.Generator().manual_seed(1))
+    s_ref = torch.linalg.svdvals(x.double())
+    _, s_all, _ = top_svd(x, 3, all_values=True)
+    torch.testing.assert_close(s_all, s_ref, atol=1e-5, rtol=1e-5)
+    # k <= n / 2 takes LAPACK's partial solver, k > n / 2 the full eigh: same leading part
+    u_few, s_few, _ = top_svd(x, 15)
+    u_many, s_many, _ = top_svd(x, 16)
+    torch.testing.assert_close(s_few, s_many[:15], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        (u_few * u_many[:, :15]).sum(0).abs(), torch.ones(15, dtype=torch.float64)
+    )
+
+
+@pytest.mark.parametrize("shape", [*SHAPES, (12, 36)])
+def test_polar_equals_the_svd_polar_factor(shape: tuple[int, int]) -> None:
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    factor, s = polar(x)
+    p, s_ref, qh = torch.linalg.svd(x.double(), full_matrices=False)
+    torch.testing.assert_close(factor, p @ qh, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(s, s_ref, atol=1e-6, rtol=1e-6)
+
+
+def test_polar_of_a_rank_deficient_matrix_falls_back_to_the_full_svd() -> None:
+    x = low_rank(60, 20, 4, seed=0)
+    factor, s = polar(x)
+    p, s_ref, qh = torch.linalg.svd(x, full_matrices=False)
+    assert torch.equal(factor, (p @ qh).double()) and torch.equal(s, s_ref.double())
+
+
+# ---- the spectral merges against their previous full-SVD implementation --------------------
+
+
+def full_svd_polar(x: torch.Tensor) -> torch.Tensor:
+    p, _, qh = torch.linalg.svd(x, full_matrices=False)
+    return p @ qh
+
+
+def full_svd_tsv(taus: list[torch.Tensor], k: int) -> torch.Tensor:
+    """TSV-M as computed before the Gram-matrix helpers: float32, full SVDs."""
+    us, ss, vhs = [], [], []
+    for tau in taus:
+        u, s, vh = torch.linalg.svd(tau, full_matrices=False)
+        us.append(u[:, :k])
+        ss.append(s[:k])
+        vhs.append(vh[:k])
+    return (full_svd_polar(torch.cat(us, 1)) * torch.cat(ss)) @ full_svd_polar(torch.cat(vhs, 0))
+
+
+def full_svd_iso_c(taus: list[torch.Tensor]) -> torch.Tensor:
+    u, s, vh = torch.linalg.svd(sum(taus), full_matrices=False)
+    return s.mean() * (u @ vh)
+
+
+def full_svd_iso_cts(taus: list[torch.Tensor], common: int, per_task: int) -> torch.Tensor:
+    u, s, vh = torch.linalg.svd(sum(taus), full_matrices=False)
+    us, ss, vhs = [u[:, :common]], [s[:common]], [vh[:common]]
+    for tau in taus:
+        u_t, s_t, vh_t = torch.linalg.svd(tau - us[0] @ (us[0].T @ tau), full_matrices=False)
+        us.append(u_t[:, :per_task])
+        ss.append(s_t[:per_task])
+        vhs.append(vh_t[:per_task])
+    return torch.cat(ss).mean() * (
+        full_svd_polar(torch.cat(us, 1)) @ full_svd_polar(torch.cat(vhs, 0))
+    )
+
+
+def float32_tvs(num_tasks: int, rank: int | None) -> list[dict[str, torch.Tensor]]:
+    """float32 task vectors with tall, wide and square matrices of a realistic aspect ratio
+    (3072 x 768 scaled down), full rank or of rank ``rank``."""
+    shapes = {"fc.weight": (96, 24), "proj.weight": (24, 96), "attn.weight": (32, 32)}
+    out = []
+    for t in range(num_tasks):
+        g = torch.Generator().manual_seed(100 + t)
+        tv = {}
+        for key, (m, n) in shapes.items():
+            tv[key] = torch.randn(m, n, generator=g) if rank is None else low_rank(m, n, rank, t)
+        out.append(tv)
+    return out
+
+
+@pytest.mark.parametrize("rank", [None, 6])
+@pytest.mark.parametrize("num_tasks", [2, 5])
+def test_spectral_merges_equal_their_full_svd_versions(rank, num_tasks: int) -> None:
+    from merging.methods.iso_cts import _split_rank
+
+    tvs = float32_tvs(num_tasks, rank)
+    tsv, iso_c, iso_cts = (merge(name, tvs) for name in SPECTRAL)
+    for key in tvs[0]:
+        taus = [tv[key] for tv in tvs]
+        r = min(taus[0].shape)
+        scale = float(torch.linalg.matrix_norm(sum(taus), 2))
+        torch.testing.assert_close(
+            tsv[key], full_svd_tsv(taus, r // num_tasks), atol=1e-4 * scale, rtol=1e-4
+        )
+        torch.testing.assert_close(iso_c[key], full_svd_iso_c(taus), atol=1e-4 * scale, rtol=1e-4)
+        if rank is None:  # rank-deficient sums: Iso-CTS's common/task split is not unique
+            want = full_svd_iso_cts(taus, *_split_rank(r, num_tasks, 0.8))
+            torch.testing.assert_close(iso_cts[key], want, atol=1e-3 * scale, rtol=1e-3)
+
+
+@pytest.mark.parametrize("rank", [None, 3])
+def test_tsv_c_factors_rebuild_the_full_svd_truncation(rank) -> None:
+    tvs = float32_tvs(4, rank)
+    for t, low in enumerate(merge("tsv_c", tvs)):
+        for key, tau in tvs[t].items():
+            k = max(1, min(tau.shape) // 4)
+            u, s, vh = torch.linalg.svd(tau, full_matrices=False)
+            scale = float(s[0])
+            want = (u[:, :k] * s[:k]) @ vh[:k]
+            torch.testing.assert_close(low[key], want, atol=1e-5 * scale, rtol=1e-4)
