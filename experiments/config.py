@@ -74,7 +74,9 @@ class RunConfig:
     cache_dir: str | None = None
     run_name: str | None = None
     resume: bool = True
-    completed_dir: str = "outputs/completed"
+    store_dir: str = "outputs/store"
+    objective: str | None = None
+    shards: int | None = None
 
 
 @dataclass

@@ -28,6 +28,9 @@ class NullLogger:
     def log_table(self, name: str, frame: pd.DataFrame) -> None:
         pass
 
+    def log_image(self, name: str, path: Path) -> None:
+        pass
+
     def finish(self, failed: bool = False) -> None:
         """End the run, marked failed if ``failed`` (an exception or interrupt)."""
 
@@ -70,6 +73,9 @@ class WandbLogger(NullLogger):
 
     def log_table(self, name: str, frame: pd.DataFrame) -> None:
         self.run.log({name: self._wandb.Table(dataframe=frame.reset_index(drop=True))})
+
+    def log_image(self, name: str, path: Path) -> None:
+        self.run.log({name: self._wandb.Image(str(path))})
 
     def finish(self, failed: bool = False) -> None:
         self.run.finish(exit_code=1 if failed else 0)

@@ -45,7 +45,7 @@ def warm(tmp_path_factory) -> Path:
     """A directory whose ``cache`` holds the tiny zoo, built once for this module."""
     tmp = tmp_path_factory.mktemp("run")
     result = run(*TINY, f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'out'}",
-                 f"completed_dir={tmp / 'completed'}")  # fmt: skip
+                 f"store_dir={tmp / 'completed'}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp
 
@@ -130,7 +130,7 @@ def test_runs_started_together_never_share_a_directory(warm, tmp_path):
 
 
 def test_a_rerun_reuses_finished_methods_and_gives_the_same_rows(warm, tmp_path):
-    args = tiny(warm, "method=[zeroshot,task_arithmetic]", f"completed_dir={tmp_path / 'done'}")
+    args = tiny(warm, "method=[zeroshot,task_arithmetic]", f"store_dir={tmp_path / 'done'}")
     first = run(*args, f"hydra.run.dir={tmp_path / 'a'}")
     assert first.returncode == 0 and "resumed" not in first.stdout
     second = run(*args, f"hydra.run.dir={tmp_path / 'b'}")
@@ -145,7 +145,7 @@ def test_a_rerun_reuses_finished_methods_and_gives_the_same_rows(warm, tmp_path)
 def test_an_interrupted_run_keeps_finished_methods_and_resumes(warm, tmp_path):
     args = tiny(warm, "method=[zeroshot,tall_masks,ties,task_arithmetic]",
                 "protocol.alphas=[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0]",
-                f"completed_dir={tmp_path / 'done'}")  # fmt: skip
+                f"store_dir={tmp_path / 'done'}")  # fmt: skip
     out = tmp_path / "killed"
     proc = subprocess.Popen(command(*args, f"hydra.run.dir={out}"), cwd=ROOT, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -163,7 +163,7 @@ def test_an_interrupted_run_keeps_finished_methods_and_resumes(warm, tmp_path):
 
 
 def test_a_rerun_sweep_skips_its_finished_jobs(warm, tmp_path):
-    args = ["-m", *tiny(warm, f"completed_dir={tmp_path / 'done'}"),
+    args = ["-m", *tiny(warm, f"store_dir={tmp_path / 'done'}"),
             "method=zeroshot,weight_averaging", f"hydra.sweep.dir={tmp_path}/sweep"]  # fmt: skip
     assert run(*args).returncode == 0
     again = run(*args)
