@@ -45,6 +45,24 @@ class Env:
     progress: bool = False
 
 
+@torch.no_grad()
+def write_task_vector(
+    params: Mapping[str, Tensor],
+    pretrained: Mapping[str, Tensor],
+    tau: StateDict | None,
+    alpha: float = 1.0,
+) -> None:
+    """Write ``theta_0 + alpha * tau`` into a model's ``params`` in place (the evaluators'
+    ``load``; no re-merge per alpha). ``pretrained`` holds ``theta_0`` on the params'
+    device; keys missing from ``tau``, non-float entries and ``tau=None`` get ``theta_0``."""
+    for key, p in params.items():
+        base = pretrained[key]
+        if tau is not None and key in tau and torch.is_floating_point(base):
+            p.copy_(base + alpha * tau[key].to(base.device, base.dtype))
+        else:
+            p.copy_(base)
+
+
 @runtime_checkable
 class Evaluator(Protocol):
     """Scores ``theta_0 + alpha * tau`` on a task's split without re-merging."""

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from evaluation.clip.heads import ClassificationHead
+from evaluation.zoo import write_task_vector
 
 Tensor = torch.Tensor
 
@@ -49,12 +50,7 @@ class ImageEvaluator:
     @torch.no_grad()
     def load(self, tau: Mapping[str, Tensor] | None, alpha: float = 1.0) -> None:
         """Set the encoder to ``theta_0 + alpha * tau`` (``tau=None``: ``theta_0``)."""
-        for key, p in self._params.items():
-            base = self.pretrained[key]
-            if tau is not None and key in tau and torch.is_floating_point(base):
-                p.copy_(base + alpha * tau[key].to(self.device, base.dtype))
-            else:
-                p.copy_(base)
+        write_task_vector(self._params, self.pretrained, tau, alpha)
 
     @torch.no_grad()
     def accuracy(self, task: str, split: str) -> float:

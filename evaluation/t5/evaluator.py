@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from evaluation.t5.data import TokenisedSplit
 from evaluation.t5.metrics import GENERATION_METRICS
 from evaluation.t5.tasks import TaskSpec
+from evaluation.zoo import write_task_vector
 
 Tensor = torch.Tensor
 
@@ -92,12 +93,7 @@ class T5Evaluator:
     @torch.no_grad()
     def load(self, tau: Mapping[str, Tensor] | None, alpha: float = 1.0) -> None:
         """Set the model to ``theta_0 + alpha * tau`` (``tau=None``: ``theta_0``)."""
-        for key, p in self._params.items():
-            base = self.pretrained[key]
-            if tau is not None and key in tau and torch.is_floating_point(base):
-                p.copy_(base + alpha * tau[key].to(self.device, base.dtype))
-            else:
-                p.copy_(base)
+        write_task_vector(self._params, self.pretrained, tau, alpha)
         self.check_tied()
 
     @torch.no_grad()
