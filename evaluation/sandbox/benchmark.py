@@ -1,9 +1,10 @@
 """The sandbox benchmark (``conf/benchmark/sandbox{8,14,20}.yaml``, named ``sandbox<n>`` for
-what it holds): the first ``num_tasks`` procedurally generated tasks
-(:mod:`evaluation.sandbox.tasks`), each with ``n_train`` training images (val = a random
-10% of them, the experts train on the rest) and ``n_test`` test images
+what it holds): the first ``num_tasks`` sandbox tasks (:mod:`evaluation.sandbox.tasks`;
+with ``real_images``, real MNIST and Fashion-MNIST in place of the generated digits and
+arrows, :mod:`evaluation.sandbox.real_tasks`), each with ``n_train`` training images (val =
+a random 10% of them, the experts train on the rest) and ``n_test`` test images
 (:mod:`evaluation.sandbox.data`). The sandbox zoo's experts are trained on these same
-splits.
+splits, and it pretrains on every task of the resolved order (:meth:`task_order`).
 """
 
 from __future__ import annotations
@@ -17,22 +18,27 @@ import torch
 from evaluation.benchmark import Task, first_tasks
 from evaluation.sandbox import data
 from evaluation.sandbox.config import SandboxBenchmarkConfig
-from evaluation.sandbox.tasks import GENERATORS, IMAGE_SIZE
+from evaluation.sandbox.real_tasks import RealImageTask, SandboxTask, task_order
+from evaluation.sandbox.tasks import IMAGE_SIZE
 from evaluation.schemas import check_fields
 
 
 @dataclass
 class SandboxBenchmark(SandboxBenchmarkConfig):
     """The benchmark of its config (fields: :class:`SandboxBenchmarkConfig`); bad values
-    fail on construction, naming the key."""
+    fail on construction, naming the key, and so does a missing real dataset that
+    ``real_images=true`` requires (with its install command)."""
 
     def __post_init__(self) -> None:
         check_fields(self, SandboxBenchmarkConfig, "benchmark")
-        order = [Task(g.name, g.classnames, g.templates) for g in GENERATORS]
-        self._tasks = first_tasks(order, self.num_tasks, "benchmark.num_tasks")
         for key in ("n_train", "n_test"):
             if getattr(self, key) < data.MIN_SIZE:
                 raise ValueError(f"benchmark.{key}={getattr(self, key)} must be >= {data.MIN_SIZE}")
+        self._order = task_order(self.real_images, self.cache_dir, "benchmark.real_images")
+        self.real_images = str(self.real_images).lower()
+        self._by_name = {t.name: t for t in self._order}
+        order = [Task(t.name, t.classnames, t.templates) for t in self._order]
+        self._tasks = first_tasks(order, self.num_tasks, "benchmark.num_tasks")
         derived = f"sandbox{len(self._tasks)}"  # conf/base/benchmark/sandbox.yaml derives it
         if self.name != derived and re.fullmatch(r"sandbox\d+", self.name):
             raise ValueError(
@@ -40,10 +46,29 @@ class SandboxBenchmark(SandboxBenchmarkConfig):
                 f"({len(self._tasks)} tasks); leave it to the config (it derives {derived!r}) "
                 "or choose a name of your own"
             )
+        for task in self._tasks:  # a real dataset too small for the sizes fails here
+            source = self._by_name[task.name]
+            if isinstance(source, RealImageTask):
+                for part in ("train", "test"):
+                    n = getattr(self, f"n_{part}")
+                    source.sample(n, 0, part=part, where=f"benchmark.n_{part}")
 
     def tasks(self) -> list[Task]:
         """The benchmark's tasks in canonical order."""
         return list(self._tasks)
+
+    def task_order(self) -> tuple[SandboxTask, ...]:
+        """Every sandbox task of the resolved order (generated or real), of which the
+        benchmark holds the first ``num_tasks``; the zoo pretrains on all of them."""
+        return self._order
+
+    def sandbox_task(self, name: str) -> SandboxTask:
+        """The generated or real task ``name``; ``KeyError`` listing the valid names."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            valid = ", ".join(self._by_name)
+            raise KeyError(f"unknown sandbox task {name!r}; valid: {valid}") from None
 
     def load_split(
         self,
@@ -60,5 +85,6 @@ class SandboxBenchmark(SandboxBenchmarkConfig):
                 f"expects {image_size}x{image_size}"
             )
         return data.load_split(
-            task.name, split, cache_dir, n_train=self.n_train, n_test=self.n_test
-        )
+            self.sandbox_task(task.name), split, cache_dir, n_train=self.n_train,
+            n_test=self.n_test,
+        )  # fmt: skip

@@ -1,15 +1,16 @@
 """Config schemas of the sandbox family (registered by ``experiments.config.register_schemas``):
 the sandbox CLIP zoo (``conf/model/sandbox_clip.yaml``: its build recipe) and the sandbox
-benchmark (``conf/base/benchmark/sandbox.yaml``, composed by ``sandbox8/14/20``: tasks and
-split sizes). The built objects subclass these dataclasses; range checks
-(:meth:`SandboxRecipe.check`) run when they are built. Dataclasses only: every run imports
-this module.
+benchmark (``conf/base/benchmark/sandbox.yaml``, composed by ``sandbox8/14/20``: tasks,
+real or generated images, split sizes). The built objects subclass these dataclasses;
+range checks (:meth:`SandboxRecipe.check`) run when they are built. Dataclasses only:
+every run imports this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, is_dataclass
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -112,12 +113,17 @@ class SandboxClipZooConfig:
 class SandboxBenchmarkConfig:
     """The first ``num_tasks`` sandbox tasks; per task ``n_train`` images of which val is a
     random 10% (the experts train on the rest) and ``n_test`` test images
-    (``evaluation.sandbox.benchmark``)."""
+    (``evaluation.sandbox.benchmark``). ``real_images``: real MNIST and Fashion-MNIST in
+    place of the generated digits and arrows -- ``auto`` where converted in ``cache_dir``
+    (``None``: mergelab's default cache), ``true`` required, ``false`` never
+    (``evaluation.sandbox.real_tasks``)."""
 
     name: str = MISSING
     num_tasks: int = MISSING
     n_train: int = MISSING
     n_test: int = MISSING
+    real_images: Any = "auto"  # auto, true or false (a YAML bool or a string)
+    cache_dir: str | None = None
     _target_: str = "evaluation.sandbox.benchmark.SandboxBenchmark"
 
 

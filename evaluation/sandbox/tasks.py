@@ -5,7 +5,8 @@ Each task draws its own kind of image (glyphs, shapes, colours, textures, counts
 pixel noise), so the tasks need different features, like the 8/14/20-task vision benchmark
 of Ilharco et al. (2023) and Wang et al. (ICML 2024). :data:`GENERATORS` is in canonical
 order: the first 8 / 14 / 20 form sandbox8 / sandbox14 / sandbox20
-(:mod:`evaluation.sandbox.benchmark`).
+(:mod:`evaluation.sandbox.benchmark`), where real MNIST and Fashion-MNIST take the places of
+digits and arrows when installed (:mod:`evaluation.sandbox.real_tasks`).
 """
 
 from __future__ import annotations
@@ -38,9 +39,17 @@ class TaskGenerator:
         """``n`` images, uint8 (n, 3, size, size), and int64 labels, balanced over ``classes``
         (default: all; counts differ by at most one), all determined by ``seed``."""
         rng = np.random.default_rng(seed)
-        pool = np.arange(len(self.classnames)) if classes is None else np.asarray(classes)
-        labels = rng.permutation(pool[np.arange(n) % len(pool)]).astype(np.int64)
+        labels = balanced_labels(rng, n, len(self.classnames), classes)
         return d.to_uint8(self.draw(rng, labels, size)), labels
+
+
+def balanced_labels(
+    rng: np.random.Generator, n: int, k: int, classes: Sequence[int] | None = None
+) -> np.ndarray:
+    """``n`` int64 labels in random order, balanced over ``classes`` (default: all ``k``):
+    each class ``n // len(classes)`` or one more times."""
+    pool = np.arange(k) if classes is None else np.asarray(classes)
+    return rng.permutation(pool[np.arange(n) % len(pool)]).astype(np.int64)
 
 
 def _place(rng: d.Rng, extent: np.ndarray, spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

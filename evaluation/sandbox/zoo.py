@@ -1,9 +1,10 @@
 """The sandbox CLIP zoo: a small open_clip CLIP and one fine-tuned image encoder per task.
 
-Built on first use from the config's ``recipe`` and cached under
-``<cache>/sandbox_clip/<recipe hash>/``: ``pretrained.safetensors`` (the whole CLIP),
-``experts/<task>-train<n_train>.safetensors`` (image encoders fine-tuned on the benchmark's
-training draw of ``n_train`` images) and a checksum manifest
+Built on first use from the config's ``recipe`` and the benchmark's resolved task order
+(generated or real tasks, :meth:`evaluation.sandbox.benchmark.SandboxBenchmark.task_order`)
+and cached under ``<cache>/sandbox_clip/<hash of both>/``: ``pretrained.safetensors`` (the
+whole CLIP), ``experts/<task>-train<n_train>.safetensors`` (image encoders fine-tuned on the
+benchmark's training draw of ``n_train`` images) and a checksum manifest
 (:class:`evaluation.cache.Manifest`) recording, per expert, the pretrained file it was
 fine-tuned from. Files are written atomically and recorded only when complete, so an
 interrupted build leaves nothing a later run trusts; a file that is unrecorded, fails its
@@ -11,11 +12,13 @@ checksum or was fine-tuned from another pretrained model is rebuilt with a warni
 it. Experts are built per task on demand.
 
 Pretraining: CLIP's symmetric contrastive loss (Radford et al., 2021) on sandbox images
-of every task paired with captions (a random template of the task filled with the class
-name); captions of the same class count as positives of each other. Fine-tuning follows
-Ilharco et al. (ICLR 2023) and Wang et al. (ICML 2024): image encoder only, the zero-shot
-head from the task's templates frozen, AdamW, cosine schedule with linear warm-up
-(:mod:`evaluation.training`), on the benchmark's "train" split (train minus val).
+of every task of the order (a real task's from its pretraining part, disjoint from the
+benchmark's images, :mod:`evaluation.sandbox.real_tasks`) paired with captions (a random
+template of the task filled with the class name); captions of the same class count as
+positives of each other. Fine-tuning follows Ilharco et al. (ICLR 2023) and Wang et al.
+(ICML 2024): image encoder only, the zero-shot head from the task's templates frozen,
+AdamW, cosine schedule with linear warm-up (:mod:`evaluation.training`), on the
+benchmark's "train" split (train minus val).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from evaluation.clip.model import ClipModel, normalise
 from evaluation.sandbox.benchmark import SandboxBenchmark
 from evaluation.sandbox.config import SandboxClipZooConfig, SandboxRecipe, Schedule
 from evaluation.sandbox.data import DATA_VERSION, stable_seed
-from evaluation.sandbox.tasks import GENERATORS, IMAGE_SIZE, TaskGenerator, get_generator
+from evaluation.sandbox.real_tasks import SandboxTask, draw, real_tasks
+from evaluation.sandbox.tasks import GENERATORS, IMAGE_SIZE
 from evaluation.schemas import check_fields
 from evaluation.training import optimise, warmup_schedule
 from evaluation.zoo import Env, Experts
@@ -57,16 +61,18 @@ log = logging.getLogger(__name__)
 preprocess = functools.partial(normalise, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
 
 
-def recipe_digest(recipe: SandboxRecipe) -> str:
-    """Hash of the recipe and the code versions that turn it into a zoo."""
-    return json_digest(_manifest_recipe(recipe))[:16]
+def recipe_digest(recipe: SandboxRecipe, tasks: Sequence[str]) -> str:
+    """Hash of the recipe, the names of the tasks it pretrains on (``mnist`` or the
+    generated ``digits``, ...) and the code versions that turn them into a zoo."""
+    return json_digest(_manifest_recipe(recipe, tasks))[:16]
 
 
-def _manifest_recipe(recipe: SandboxRecipe) -> dict:
+def _manifest_recipe(recipe: SandboxRecipe, tasks: Sequence[str]) -> dict:
     return {
         "recipe_version": RECIPE_VERSION,
         "data_version": DATA_VERSION,
         "recipe": dataclasses.asdict(recipe),
+        "tasks": list(tasks),
     }
 
 
@@ -128,7 +134,7 @@ def _backward(loss_fn: Callable[[Tensor], Tensor], idx: Tensor) -> Tensor:
     return loss
 
 
-def _captions(generators: Sequence[TaskGenerator]) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _captions(generators: Sequence[SandboxTask]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """All captions (class-major, template-minor) with, per global class, the index of its
     first caption and its number of templates."""
     captions, first, count = [], [], []
@@ -141,8 +147,10 @@ def _captions(generators: Sequence[TaskGenerator]) -> tuple[list[str], np.ndarra
 
 
 def check_captions(tokenizer: SimpleTokenizer, context_length: int) -> None:
-    """Raise if a sandbox caption would be cut by ``context_length`` tokens."""
-    tokens = {c: len(tokenizer.encode(c)) + 2 for c in _captions(GENERATORS)[0]}  # start, end
+    """Raise if a caption of a sandbox task (generated or real) would be cut by
+    ``context_length`` tokens."""
+    every = _captions([*GENERATORS, *real_tasks()])[0]
+    tokens = {c: len(tokenizer.encode(c)) + 2 for c in every}  # start, end
     longest = max(tokens, key=tokens.__getitem__)
     if tokens[longest] > context_length:
         raise ValueError(
@@ -151,7 +159,7 @@ def check_captions(tokenizer: SimpleTokenizer, context_length: int) -> None:
         )
 
 
-def pretrained_classes(task: TaskGenerator, recipe: SandboxRecipe) -> list[int]:
+def pretrained_classes(task: SandboxTask, recipe: SandboxRecipe) -> list[int]:
     """The classes of ``task`` that pretraining shows and names (a seeded random subset)."""
     k = len(task.classnames)
     n = min(k, max(1, round(recipe.pretrain.class_fraction * k)))
@@ -160,16 +168,22 @@ def pretrained_classes(task: TaskGenerator, recipe: SandboxRecipe) -> list[int]:
 
 
 def pretrain(
-    model: CLIP, tokenizer: SimpleTokenizer, recipe: SandboxRecipe, progress: bool
+    model: CLIP,
+    tokenizer: SimpleTokenizer,
+    recipe: SandboxRecipe,
+    tasks: Sequence[SandboxTask],
+    progress: bool,
 ) -> None:
-    """Contrastive pretraining of ``model`` on captioned images of every sandbox task."""
+    """Contrastive pretraining of ``model`` on captioned images of every task of ``tasks``
+    (real ones from their pretraining part)."""
     p = recipe.pretrain
-    captions, first, count = _captions(GENERATORS)
+    captions, first, count = _captions(tasks)
     tokens = tokenizer(captions)
     images, classes, offset = [], [], 0
-    for task in tqdm(GENERATORS, desc="sandbox_clip pretraining data", disable=not progress):
+    for task in tqdm(tasks, desc="sandbox_clip pretraining data", disable=not progress):
         seed = stable_seed("pretrain", task.name, recipe.seed)
-        x, y = task.sample(p.samples_per_task, seed, classes=pretrained_classes(task, recipe))
+        x, y = draw(task, p.samples_per_task, seed, "pretrain", pretrained_classes(task, recipe),
+                    "model.recipe.pretrain.samples_per_task")  # fmt: skip
         images.append(torch.from_numpy(x))
         classes.append(torch.from_numpy(y) + offset)
         offset += len(task.classnames)
@@ -202,7 +216,7 @@ def pretrain(
 def finetune(
     model: CLIP,
     tokenizer: SimpleTokenizer,
-    task: TaskGenerator,
+    task: SandboxTask,
     recipe: SandboxRecipe,
     train: tuple[Tensor, Tensor],
     progress: bool,
@@ -246,16 +260,18 @@ class SandboxClipZoo(SandboxClipZooConfig):
                 f"{benchmark.name!r} is not a sandbox benchmark (choose benchmark=sandbox8, "
                 "sandbox14 or sandbox20)"
             )
-        generators = [get_generator(t.name) for t in tasks]
-        recipe, digest = self.recipe, recipe_digest(self.recipe)
+        order = benchmark.task_order()
+        generators = [benchmark.sandbox_task(t.name) for t in tasks]
+        names = [t.name for t in order]
+        recipe, digest = self.recipe, recipe_digest(self.recipe, names)
         root = Path(env.cache_dir) / "sandbox_clip" / digest
         model = build_model(recipe, self.tokenizer.vocab_size).eval()
         experts = {}
         with locked(root):
-            manifest = Manifest(root, _manifest_recipe(recipe), "sandbox zoo")
+            manifest = Manifest(root, _manifest_recipe(recipe, names), "sandbox zoo")
             if not manifest.trusted("pretrained.safetensors"):
-                log.info("sandbox_clip: pretraining into %s", root)
-                pretrain(model, self.tokenizer, recipe, env.progress)
+                log.info("sandbox_clip: pretraining on %s into %s", ", ".join(names), root)
+                pretrain(model, self.tokenizer, recipe, order, env.progress)
                 with manifest.writing("pretrained.safetensors") as tmp:
                     save_file(model.state_dict(), str(tmp))
             model.load_state_dict(load_file(root / "pretrained.safetensors"))
