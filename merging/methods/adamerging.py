@@ -1,19 +1,21 @@
 """AdaMerging (Yang et al., "AdaMerging: Adaptive Model Merging for Multi-Task Learning",
-ICLR 2024), task-wise and layer-wise: the coefficients of task arithmetic learned by
-minimising the prediction entropy on unlabelled test inputs (test-time adaptation)."""
+ICLR 2024): the coefficients of task arithmetic, one per task (task-wise) or per task and
+parameter tensor (layer-wise), learned by minimising the prediction entropy on unlabelled
+test inputs (test-time adaptation). One method, ``granularity`` picks the variant; the
+configs ``adamerging_taskwise`` and ``adamerging_layerwise`` set it."""
 
 from __future__ import annotations
 
 import torch
 
 from merging.methods.fisher import positive_int
-from merging.options import non_negative_int, number
+from merging.options import choice, non_negative_int, number
 from merging.registry import merge_method
 from merging.streaming import TaskVectors
 from merging.task_data import TaskData, merged_output
 
 Tensor = torch.Tensor
-REFERENCE = "Yang et al., ICLR 2024; EnnengYang/AdaMerging (FusionBench: tanganke/fusion_bench)"
+GRANULARITIES = ("task", "layer")
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -22,10 +24,10 @@ def entropy(logits: Tensor) -> Tensor:
     return -(log_p.exp() * log_p).sum(-1).mean()
 
 
-def adamerging(
+def learn_coefficients(
     tvs: TaskVectors,
     context: TaskData,
-    layerwise: bool,
+    granularity: str,
     steps: int,
     lr: float,
     init: float,
@@ -35,12 +37,12 @@ def adamerging(
     seed: int,
 ) -> tuple[dict[str, Tensor], Tensor, list[float]]:
     """Learn coefficients ``lam`` of ``theta(lam) = theta_0 + sum_t lam_t tau_t`` (one per
-    task, or per task and entry with ``layerwise``) by Adam on the summed per-task entropy
-    ``L = sum_t H(model(theta(lam)), batch_t)`` of ``batch_size`` inputs drawn per task and
-    step from the first ``examples`` of ``context`` (all if ``None``); ``clamp`` bounds them
-    to [0, 1] in the forward pass (the authors' code). Returns the merged task vector
-    ``sum_t lam_t tau_t`` (unscaled), ``lam`` (entries x tasks; 1 x tasks task-wise) and the
-    loss of every step.
+    task with ``granularity="task"``, one per task and entry with ``"layer"``) by Adam on
+    the summed per-task entropy ``L = sum_t H(model(theta(lam)), batch_t)`` of
+    ``batch_size`` inputs drawn per task and step from the first ``examples`` of
+    ``context`` (all if ``None``); ``clamp`` bounds them to [0, 1] in the forward pass (the
+    authors' code). Returns the merged task vector ``sum_t lam_t tau_t`` (unscaled), ``lam``
+    (entries x tasks; 1 x tasks task-wise) and the loss of every step.
 
     The authors' code (``src/main_{task,layer}_wise_adamerging.py``): 500 Adam steps at lr
     1e-3 (betas 0.9, 0.999) from 0.3, coefficients clamped to [0, 1]; per step and task two
@@ -51,6 +53,7 @@ def adamerging(
     task vector on ``context.device`` (T models) plus one task's batch of activations
     (tasks are back-propagated one at a time). Raises ``ValueError`` naming the option.
     """
+    layerwise = choice("granularity", granularity, GRANULARITIES) == "layer"
     steps = non_negative_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
     if not number("lr", lr) > 0:
@@ -94,16 +97,17 @@ def adamerging(
 
 
 @merge_method(
-    "adamerging_taskwise",
-    label="AdaMerging task-wise (TTA)",
-    reference=REFERENCE,
+    "adamerging",
+    label="AdaMerging (TTA)",
+    reference="Yang et al., ICLR 2024; EnnengYang/AdaMerging (FusionBench: tanganke/fusion_bench)",
     storage="merged",
     needs=("data", "test_inputs"),
 )
-def adamerging_taskwise(
+def adamerging(
     tvs: TaskVectors,
     context: TaskData,
     *,
+    granularity: str = "layer",
     steps: int = 500,
     lr: float = 1e-3,
     init: float = 0.3,
@@ -112,36 +116,14 @@ def adamerging_taskwise(
     examples: int | None = None,
     seed: int = 0,
 ) -> dict[str, Tensor]:
-    """Task-wise AdaMerging: ``tau = sum_t lam_t tau_t`` with one coefficient per task,
-    learned on unlabelled test inputs of every task (:func:`adamerging`, defaults of the
-    authors' code); unscaled (alpha 1). A test-time adaptation method: ``needs`` holds
-    ``test_inputs``, so the pipeline gives it the test split and marks its rows."""
-    out, _, _ = adamerging(tvs, context, False, steps, lr, init, batch_size, clamp, examples, seed)
-    return out
-
-
-@merge_method(
-    "adamerging_layerwise",
-    label="AdaMerging layer-wise (TTA)",
-    reference=REFERENCE,
-    storage="merged",
-    needs=("data", "test_inputs"),
-)
-def adamerging_layerwise(
-    tvs: TaskVectors,
-    context: TaskData,
-    *,
-    steps: int = 500,
-    lr: float = 1e-3,
-    init: float = 0.3,
-    batch_size: int = 32,
-    clamp: bool = True,
-    examples: int | None = None,
-    seed: int = 0,
-) -> dict[str, Tensor]:
-    """Layer-wise AdaMerging: ``tau[k] = sum_t lam_{k,t} tau_t[k]`` with one coefficient per
-    task and merged entry ``k`` (every parameter tensor, as the authors' code), learned on
-    unlabelled test inputs (:func:`adamerging`); test-time adaptation like
-    :func:`adamerging_taskwise`."""
-    out, _, _ = adamerging(tvs, context, True, steps, lr, init, batch_size, clamp, examples, seed)
+    """AdaMerging: ``tau[k] = sum_t lam_{k,t} tau_t[k]`` with coefficients learned on
+    unlabelled test inputs of every task (:func:`learn_coefficients`, defaults of the
+    authors' code); unscaled (alpha 1). ``granularity="layer"`` (the paper's main method):
+    one coefficient per task and merged entry ``k`` (every parameter tensor, as the
+    authors' code); ``"task"``: one per task, the same for every ``k``. A test-time
+    adaptation method: ``needs`` holds ``test_inputs``, so the pipeline gives it the test
+    split and marks its rows. Raises ``ValueError`` naming the option."""
+    out, _, _ = learn_coefficients(
+        tvs, context, granularity, steps, lr, init, batch_size, clamp, examples, seed
+    )
     return out

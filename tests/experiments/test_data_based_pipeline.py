@@ -23,7 +23,8 @@ from evaluation.zoo import Env
 from experiments.config import register_schemas
 from experiments.context import RunContext
 from experiments.loggers import NullLogger
-from experiments.pipelines.task_vectors import TaskVectorPipeline, data_request
+from experiments.pipelines.task_vector_run import data_request
+from experiments.pipelines.task_vectors import TaskVectorPipeline
 from tests.evaluation.clip.test_clip_end_to_end import files, local, zoo_overrides  # noqa: F401
 from tests.experiments.test_run import TINY
 
@@ -136,5 +137,5 @@ def test_the_split_and_example_count_a_method_asks_for():
 
     assert data_request(method("fisher")) == ("train", 256)
     assert data_request(method("regmean", search={"examples": [16, 64]})) == ("train", 64)
-    assert data_request(method("adamerging_taskwise")) == ("test", None)
-    assert data_request(method("adamerging_layerwise", hparams={"examples": 50})) == ("test", 50)
+    assert data_request(method("adamerging", hparams={"granularity": "task"})) == ("test", None)
+    assert data_request(method("adamerging", hparams={"examples": 50})) == ("test", 50)

@@ -14,7 +14,7 @@ from torch import nn
 
 from evaluation.protocol import Method
 from merging import merge, method_spec
-from merging.methods.adamerging import adamerging, entropy
+from merging.methods.adamerging import entropy, learn_coefficients
 from merging.methods.fisher import diagonal_fisher
 from merging.methods.regmean import gram_matrices
 from merging.streaming import TaskVectors
@@ -306,9 +306,9 @@ def test_regmean_plusplus_takes_each_blocks_inputs_from_the_merged_earlier_block
 def test_adamerging_decreases_entropy_and_returns_the_coefficients_combination():
     module, inputs, taus = linear_setup(n=8)
     tvs = TaskVectors(taus)
-    out, lam, losses = adamerging(tvs, data_for(module, inputs), layerwise=False, steps=60,
-                                  lr=0.05, init=0.3, batch_size=8, clamp=True, examples=None,
-                                  seed=0)  # fmt: skip
+    out, lam, losses = learn_coefficients(tvs, data_for(module, inputs), granularity="task",
+                                          steps=60, lr=0.05, init=0.3, batch_size=8, clamp=True,
+                                          examples=None, seed=0)  # fmt: skip
     assert losses[-1] < losses[0] - 0.05
     assert lam.shape == (1, T) and ((lam >= 0) & (lam <= 1)).all()
     expected = sum(lam[0, t] * taus[t]["layer.weight"] for t in range(T))
@@ -332,9 +332,10 @@ def test_adamerging_first_step_follows_the_entropy_gradient():
     state = {k: v.detach() for k, v in module.state_dict().items()}
     taus = [{k: torch.randn(v.shape, generator=g) for k, v in state.items()} for _ in TASKS]
     context = data_for(module, inputs)
-    for layerwise in (False, True):
-        _, lam, _ = adamerging(TaskVectors(taus), context, layerwise, 1, 0.01, 0.3, 4, True,
-                               None, 0)  # fmt: skip
+    for granularity in ("task", "layer"):
+        _, lam, _ = learn_coefficients(TaskVectors(taus), context, granularity, 1, 0.01, 0.3, 4,
+                                       True, None, 0)  # fmt: skip
+        layerwise = granularity == "layer"
         rows = len(state) if layerwise else 1
         coefficients = torch.full((rows, T), 0.3, requires_grad=True)
         lam_of = {k: coefficients[i if layerwise else 0] for i, k in enumerate(state)}
@@ -346,16 +347,16 @@ def test_adamerging_first_step_follows_the_entropy_gradient():
         torch.testing.assert_close(lam, 0.3 - 0.01 * grad.sign(), atol=1e-6, rtol=0)
 
 
-def test_adamerging_variants_and_zero_steps_are_task_arithmetic_at_init():
+def test_adamerging_granularities_and_zero_steps_are_task_arithmetic_at_init():
     module, inputs, taus = linear_setup()
-    for name in ("adamerging_taskwise", "adamerging_layerwise"):
-        spec = method_spec(name)
-        assert spec.needs == ("data", "test_inputs") and "TTA" in spec.label
+    spec = method_spec("adamerging")
+    assert spec.needs == ("data", "test_inputs") and "TTA" in spec.label
+    for granularity in ("task", "layer"):
         context = data_for(module, inputs, split="test")
-        out = merge(name, taus, context=context, steps=0, init=0.4)
+        out = merge("adamerging", taus, context=context, granularity=granularity, steps=0, init=0.4)
         torch.testing.assert_close(out["layer.weight"], 0.4 * sum(t["layer.weight"] for t in taus))
     context = data_for(module, inputs)
-    merge("adamerging_layerwise", taus, context=context, steps=3, batch_size=2, examples=3)
+    merge("adamerging", taus, context=context, steps=3, batch_size=2, examples=3)
     assert all(0 < n <= 3 for n in context.examples_used().values())
 
 
@@ -385,9 +386,10 @@ def test_task_data_serves_batches_samples_and_counts_distinct_examples():
         ("fisher", "floor", 0.0, "'floor' must be positive"),
         ("regmean", "off_diagonal", 1.5, r"'off_diagonal' must be in \[0, 1\]"),
         ("regmean_plusplus", "batch_size", -1, "'batch_size'"),
-        ("adamerging_taskwise", "lr", 0, "'lr' must be positive"),
-        ("adamerging_layerwise", "clamp", "yes", "'clamp' must be true or false"),
-        ("adamerging_layerwise", "examples", 0, "'examples' must be a positive integer"),
+        ("adamerging", "lr", 0, "'lr' must be positive"),
+        ("adamerging", "clamp", "yes", "'clamp' must be true or false"),
+        ("adamerging", "examples", 0, "'examples' must be a positive integer"),
+        ("adamerging", "granularity", "block", "'granularity' must be one of 'task', 'layer'"),
     ],
 )
 def test_bad_options_name_the_option(name, option, value, message):
@@ -402,7 +404,7 @@ def test_bad_options_name_the_option(name, option, value, message):
 
 def test_a_data_method_needs_matching_task_data():
     module, inputs, taus = linear_setup()
-    for name in ("fisher", "regmean", "regmean_plusplus", "adamerging_taskwise"):
+    for name in ("fisher", "regmean", "regmean_plusplus", "adamerging"):
         assert "data" in method_spec(name).needs
         with pytest.raises(ValueError, match=f"merge method {name!r} needs a context"):
             merge(name, taus)
@@ -412,7 +414,7 @@ def test_a_data_method_needs_matching_task_data():
     Method(key="f", label="f", fn="fisher", search={"examples": [2, 4]}).check_options(8)
 
 
-@pytest.mark.parametrize("name", ["fisher", "regmean", "regmean_plusplus", "adamerging_layerwise"])
+@pytest.mark.parametrize("name", ["fisher", "regmean", "regmean_plusplus", "adamerging"])
 def test_the_task_vectors_are_left_untouched(name):
     module, inputs, taus = linear_setup(bias=True)
     copies = [{k: v.clone() for k, v in tau.items()} for tau in taus]
@@ -440,7 +442,7 @@ class Tied(nn.Module):
         return self.out(torch.tanh(self.again(torch.tanh(self.first(x)))))
 
 
-@pytest.mark.parametrize("name", ["fisher", "regmean", "regmean_plusplus", "adamerging_layerwise"])
+@pytest.mark.parametrize("name", ["fisher", "regmean", "regmean_plusplus", "adamerging"])
 def test_integer_buffers_are_carried_and_tied_weights_stay_tied(name):
     torch.manual_seed(0)
     module = Tied().eval()

@@ -1,0 +1,523 @@
+"""GPU figures of issue 15, printed as Markdown (and written to ``$OUT/gpu.md`` if ``OUT``
+is set): (a) ViT-B/32 bf16 evaluation throughput from the preprocessed cache next to the
+pure forward pass, (b) TIES on 20 ViT-L/14-shaped experts read lazily from safetensors
+files (wall time, peak host and device memory, read floor), (c) the projected wall time of
+the ViT-B/32 8/14/20-task table (``+experiment=tall_masks_reproduction``).
+
+    python benchmarks/gpu.py            # a CUDA machine: about 3 min on one H200 (estimate)
+    python benchmarks/gpu.py --tiny     # seconds on CPU: tiny shapes, checks the script
+
+Parts run in the order (a), (c), (b); each part's Markdown is printed (and the file
+rewritten) as soon as it is done, and a part that fails prints its error while the others
+still run.
+
+Needs open_clip, hydra-core and omegaconf (carried as wheels where the machine lacks them).
+
+(a) ``--images`` random 224 px uint8 images are written in the exact cache format of
+:mod:`evaluation.clip.datasets` (``images.npy`` and ``labels.npy`` recorded with their
+checksums in the directory's manifest) and read back by its ``load_split``, memory-mapped;
+a randomly initialised open_clip ViT-B/32 image encoder (nothing is downloaded) scores them
+through the CLIP zoos' :class:`evaluation.clip.evaluator.ImageEvaluator` (bf16 autocast on
+CUDA, float32 on CPU). Floors at the same batch size: the encoder's forward pass alone on
+one batch already normalised on the device, and the data path alone (uint8 batch to the
+device and normalised). Best of ``--repeats`` passes after a warm-up pass.
+
+(b) ``--experts`` task vectors shaped like open_clip's ViT-L-14 ``visual`` state (303.97M
+float entries, 1.22 GB per file in float32) are drawn on the device and saved as
+safetensors files, by default in /dev/shm when it has room (tmpfs: the files are in RAM,
+as a warm page cache would hold them), else in the temporary directory. If writing the
+first file shows that all of them would take longer than ``--write-budget`` seconds, fewer
+are written (the output says so). Read floor: every file's every entry read once and
+summed on the CPU (``benchmarks/merge_methods.read_floor``). TIES: ``merging.merge("ties",
+..., device=...)`` with its defaults (density 0.2, disjoint mean, exact top-k) over
+:class:`evaluation.checkpoints.LazySafetensors` mappings. Peak host memory: the largest
+RSS above the RSS at the start (:class:`evaluation.resources.Measured`); peak device memory:
+``torch.cuda.max_memory_allocated``.
+
+(c) The preset composed with Hydra for benchmark=tall8, tall14 and tall20: every method's
+grid points ``P_m = |search grid| x |alphas|`` (:class:`evaluation.protocol.Method`), the
+protocol scoring every point on every task's val split and the chosen point(s) once on
+each task's test split, so ``images = sum_m (P_m * V + T)`` with ``V``, ``T`` the summed val
+and test sizes (val: mergelab's split of the published train size,
+:func:`evaluation.splits.train_val_indices`), and ``time = images / throughput`` at the
+config's ``eval.batch_size``. Merging time and loading the experts are not included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from merge_methods import read_floor  # noqa: E402
+
+from evaluation.checkpoints import LazySafetensors  # noqa: E402
+from evaluation.clip import datasets as clip_data  # noqa: E402
+from evaluation.clip.evaluator import ImageEvaluator  # noqa: E402
+from evaluation.clip.heads import ClassificationHead  # noqa: E402
+from evaluation.clip.model import normalise  # noqa: E402
+from evaluation.clip.tasks import dataset_spec  # noqa: E402
+from evaluation.resources import Measured, rss_bytes  # noqa: E402
+from evaluation.splits import train_val_indices  # noqa: E402
+from merging import merge  # noqa: E402
+
+GB, MIB = 1e9, 2**20
+PRESET = "tall_masks_reproduction"
+TABLE = ("tall8", "tall14", "tall20")
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
+}
+# (train, test) sizes of the splits the benchmark reads (evaluation/clip/tasks.py: the hub
+# datasets' "train" and test split; Food-101's "validation"), as their Hugging Face dataset
+# viewers list them, EMNIST digits from torchvision (Cohen et al., 2017). Published sizes,
+# not read from the data here; val is mergelab's 10% (at most 5000) of train.
+SPLIT_SIZES = {
+    "Cars": (8144, 8041),
+    "DTD": (3760, 1880),
+    "EuroSAT": (21600, 2700),
+    "GTSRB": (26640, 12630),
+    "MNIST": (60000, 10000),
+    "RESISC45": (18900, 6300),
+    "SVHN": (73257, 26032),
+    "SUN397": (19850, 19850),
+    "STL10": (5000, 8000),
+    "OxfordIIITPet": (3680, 3669),
+    "Flowers102": (1020, 6149),
+    "CIFAR100": (50000, 10000),
+    "PCAM": (262144, 32768),
+    "FER2013": (28709, 7178),
+    "CIFAR10": (50000, 10000),
+    "Food101": (75750, 25250),
+    "FashionMNIST": (60000, 10000),
+    "RenderedSST2": (6920, 1821),
+    "EMNIST": (240000, 40000),
+    "KMNIST": (60000, 10000),
+}
+
+
+def log(message: str) -> None:
+    """Progress on stderr (the Markdown goes to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def clip_visual(config: dict[str, Any], device: str) -> torch.nn.Module:
+    """A randomly initialised open_clip CLIP image encoder of ``config`` (an open_clip model
+    config: ``embed_dim``, ``vision_cfg``, ``text_cfg``), built on ``device`` (``meta``: shapes
+    only)."""
+    from open_clip.model import CLIP
+
+    with torch.device(device):
+        return CLIP(**config).visual.eval()
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def best_rate(fn: Callable[[], int], repeats: int, device: str) -> float:
+    """Items per second of the fastest of ``repeats`` calls of ``fn`` (which returns how
+    many items it processed), after one warm-up call."""
+    fn()
+    best = 0.0
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        count = fn()
+        synchronize(device)
+        best = max(best, count / (time.perf_counter() - start))
+    return best
+
+
+# ---- (a) evaluation throughput ------------------------------------------------------------
+
+
+def cached_split(root: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random uint8 images (3, size, size) with labels 0..9, written as task MNIST's
+    test split in the data cache under ``root`` (the format of ``evaluation.clip.datasets``)
+    and read back by its ``load_split`` (checksummed, memory-mapped)."""
+    source = root / "data"
+    source.mkdir(parents=True)
+    task = clip_data.TaskSource(dataset_spec("MNIST"), str(source))
+    path = clip_data.cache_path(task, "test", size, root / "cache")
+    manifest = clip_data.Manifest(
+        path.parent, {"version": clip_data.CACHE_VERSION}, "synthetic data"
+    )
+    record = {"n": n, "size": size, "what": "synthetic MNIST test"}
+    rng = np.random.default_rng(0)
+    with manifest.writing(f"{path.name}/images.npy", **record) as tmp:
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
+        for start in range(0, n, 256):
+            chunk = images[start : start + 256]
+            chunk[:] = rng.integers(0, 256, chunk.shape, dtype=np.uint8)
+        images.flush()
+        del images
+    with manifest.writing(f"{path.name}/labels.npy", **record) as tmp, open(tmp, "wb") as f:
+        np.save(f, rng.integers(0, 10, n).astype(np.int64))
+    return clip_data.load_split(task, "test", root / "cache", size)
+
+
+@torch.no_grad()
+def throughput(
+    config: dict[str, Any],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch: int,
+    device: str,
+    repeats: int,
+) -> dict[str, float]:
+    """Images per second at ``batch``: ``evaluator`` (ImageEvaluator.accuracy over the cached
+    split), ``forward`` (the encoder alone on one normalised batch on the device, as many
+    batches as the split holds) and ``data`` (uint8 batches to the device, normalised)."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    preprocess = functools.partial(normalise, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
+    encoder = clip_visual(config, device)
+    state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    weight = torch.nn.functional.normalize(torch.randn(10, config["embed_dim"]), dim=-1)
+    evaluator = ImageEvaluator(
+        encoder, state, {"MNIST": ClassificationHead(weight, 100.0)},
+        {("MNIST", "test"): (images, labels)}, preprocess, batch_size=batch, device=device,
+    )  # fmt: skip
+    evaluator.load(None)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.startswith("cuda")
+        else contextlib.nullcontext()
+    )
+    n = len(labels)
+    x = preprocess(images[:batch].to(device))
+    batches = math.ceil(n / batch)
+
+    def evaluate() -> int:
+        evaluator.accuracy("MNIST", "test")
+        return n
+
+    def forward() -> int:
+        for _ in range(batches):
+            with autocast:
+                encoder(x)
+        return batches * len(x)
+
+    def data() -> int:
+        for start in range(0, n, batch):
+            preprocess(images[start : start + batch].to(device))
+        return n
+
+    return {
+        "evaluator": best_rate(evaluate, repeats, device),
+        "forward": best_rate(forward, repeats, device),
+        "data": best_rate(data, repeats, device),
+    }
+
+
+def throughput_table(
+    config: dict[str, Any],
+    n: int,
+    batches: Sequence[int],
+    device: str,
+    repeats: int,
+    rates: dict[int, float],
+) -> list[str]:
+    """Markdown lines of part (a); ``rates[batch]`` gets the evaluator's images/s."""
+    size = config["vision_cfg"]["image_size"]
+    log(f"(a) caching {n} images")
+    lines = [
+        f"## (a) ViT-B/32 evaluation throughput from the preprocessed cache ({device})",
+        "",
+        f"{n} cached uint8 {size} px images (memory-mapped, page cache warm), "
+        f"{'bf16 autocast' if device.startswith('cuda') else 'float32'}, best of {repeats} "
+        "passes after a warm-up pass.",
+        "",
+        "| batch | evaluator (img/s) | forward only: floor (img/s) | data only: uint8 to "
+        "device + normalise (img/s) | evaluator / floor time |",
+        "|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory(prefix="mergelab-gpu-data-") as tmp:
+        images, labels = cached_split(Path(tmp), n, size)
+        for batch in batches:
+            log(f"(a) batch {batch}")
+            r = throughput(config, images, labels, batch, device, repeats)
+            rates[batch] = r["evaluator"]
+            lines.append(f"| {batch} | {r['evaluator']:,.0f} | {r['forward']:,.0f} | "
+                         f"{r['data']:,.0f} | {r['forward'] / r['evaluator']:.2f}x |")  # fmt: skip
+        del images, labels
+    return lines
+
+
+# ---- (b) TIES on ViT-L/14-shaped experts ---------------------------------------------------
+
+
+def expert_dir(needed: float, requested: str | None) -> Path:
+    """``requested``, else /dev/shm if it has room for ``needed`` bytes (+20%), else the
+    temporary directory."""
+    if requested:
+        return Path(requested)
+    shm = Path("/dev/shm")
+    if shm.is_dir() and shutil.disk_usage(shm).free > 1.2 * needed:
+        return shm
+    return Path(tempfile.gettempdir())
+
+
+def write_experts(
+    shapes: dict[str, torch.Size],
+    count: int,
+    dtype: torch.dtype,
+    directory: Path,
+    device: str,
+    budget: float,
+) -> tuple[list[Path], float, str]:
+    """Save ``count`` random task vectors (``0.01 * N(0, 1)`` per entry, drawn on ``device``,
+    seed = index) of ``shapes`` as ``dtype`` safetensors files in ``directory``; returns the
+    files, the seconds taken and a note. Writes fewer (at least 2) when the first file shows
+    that ``count`` would take more than ``budget`` seconds."""
+    from safetensors.torch import save_file
+
+    files, note, start = [], "", time.perf_counter()
+    t = 0
+    while t < count:
+        generator = torch.Generator(device).manual_seed(t)
+        state = {
+            k: torch.randn(s, generator=generator, device=device).mul_(0.01).to(dtype).cpu()
+            for k, s in shapes.items()
+        }
+        files.append(directory / f"expert_{t:02d}.safetensors")
+        save_file(state, str(files[-1]))
+        del state
+        t += 1
+        if t == 1 and count > 2 and (first := time.perf_counter() - start) * count > budget:
+            fit = max(2, int(budget / first))
+            note = (
+                f"writing one file took {first:.1f} s, so {count} would take about "
+                f"{first * count:.0f} s > --write-budget {budget:.0f} s: {fit} written"
+            )
+            count = fit
+        log(f"  expert {t}/{count} written ({time.perf_counter() - start:.1f} s)")
+    return files, time.perf_counter() - start, note
+
+
+def ties_benchmark(
+    config: dict[str, Any], count: int, dtype: torch.dtype, where: str | None, device: str,
+    budget: float,
+) -> list[str]:  # fmt: skip
+    """Markdown lines of part (b)."""
+    shapes = {k: v.shape for k, v in clip_visual(config, "meta").state_dict().items()}
+    entries = sum(math.prod(s) for s in shapes.values())
+    size = entries * dtype.itemsize
+    base = expert_dir(count * size, where)
+    directory = Path(tempfile.mkdtemp(prefix="mergelab-gpu-experts-", dir=base))
+    try:
+        log(f"(b) writing {count} experts of {size / GB:.2f} GB to {directory}")
+        files, write_s, note = write_experts(shapes, count, dtype, directory, device, budget)
+        total = sum(f.stat().st_size for f in files)
+        log("(b) read floor")
+        with Measured() as floor:
+            read_floor([LazySafetensors(f) for f in files])
+        log("(b) TIES")
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        rss_start = rss_bytes()
+        with Measured() as ties:
+            merge("ties", [LazySafetensors(f) for f in files], device=device)
+        synchronize(device)
+        device_peak = (
+            f"{torch.cuda.max_memory_allocated() / MIB:,.0f} MiB"
+            if device.startswith("cuda")
+            else "n/a (CPU)"
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    kind = "tmpfs: in RAM" if str(base) == "/dev/shm" else "disk, page cache"
+    lines = [
+        f"## (b) TIES on {len(files)} ViT-L/14-shaped experts (device {device})",
+        "",
+        f"- experts: {len(files)} x {entries / 1e6:,.2f}M entries ({len(shapes)} tensors), "
+        f"{dtype}, {total / GB:.1f} GB in {base} ({kind}); written in {write_s:.1f} s "
+        f"({total / GB / write_s:.2f} GB/s)",
+    ]
+    if note:
+        lines.append(f"- fewer experts than asked ({count}): {note}")
+    lines += [
+        "- TIES: `merging.merge('ties', [LazySafetensors(f) ...], device=...)`, defaults "
+        "(density 0.2, disjoint mean, exact global top-k: two histogram passes + the merge "
+        "pass, each reading every file)",
+        "",
+        "| what | wall (s) | GB/s of files | peak host RSS above start (MiB) | peak device (MiB) |",
+        "|---|---|---|---|---|",
+        f"| read floor: read every entry once, sum on CPU | {floor.seconds:.1f} | "
+        f"{total / GB / floor.seconds:.2f} | {floor.peak_mib:,.0f} | - |",
+        f"| TIES | {ties.seconds:.1f} | {total / GB / ties.seconds:.2f} | {ties.peak_mib:,.0f} "
+        f"| {device_peak} |",
+        "",
+        f"TIES / read floor: {ties.seconds / floor.seconds:.1f}x; process RSS at the TIES "
+        f"start {rss_start / MIB:,.0f} MiB (Python, torch, open_clip; the CUDA context on a GPU).",
+    ]
+    return lines
+
+
+# ---- (c) projection --------------------------------------------------------------------------
+
+
+def composed(benchmark: str) -> Any:
+    """The preset composed for ``benchmark`` (as ``experiments.run`` composes it)."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments.config import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+        return compose("config", overrides=[f"+experiment={PRESET}", f"benchmark={benchmark}"])
+
+
+def split_sizes(tasks: Sequence[str]) -> tuple[int, int]:
+    """Summed (val, test) images of ``tasks`` (val: mergelab's split of the train size)."""
+    missing = [t for t in tasks if t not in SPLIT_SIZES]
+    if missing:
+        raise KeyError(f"no split sizes for task {missing[0]!r} in benchmarks/gpu.py SPLIT_SIZES")
+    val = sum(len(train_val_indices(SPLIT_SIZES[t][0])[1]) for t in tasks)
+    return val, sum(SPLIT_SIZES[t][1] for t in tasks)
+
+
+def projection(rates: dict[int, float]) -> list[str]:
+    """Markdown lines of part (c) from ``rates`` (evaluator images/s per batch size)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from evaluation.protocol import Method
+
+    rows, total_images, batch = [], 0, None
+    for name in TABLE:
+        cfg = composed(name)
+        batch = int(cfg.eval.batch_size)
+        tasks = [t.name for t in instantiate(cfg.benchmark).tasks()]
+        val, test = split_sizes(tasks)
+        methods = {
+            key: Method.from_config(key, OmegaConf.to_container(cfg.method[key], resolve=True))
+            for key in cfg.method
+        }
+        points = {key: len(m.grid()) * len(m.alphas) for key, m in methods.items()}
+        images = sum(p * val + test for p in points.values())
+        total_images += images
+        grid = ", ".join(f"{k} {p}" for k, p in points.items())
+        rows.append(f"| {name} | {len(tasks)} | {val:,} | {test:,} | {sum(points.values())} "
+                    f"({grid}) | {images:,} |")  # fmt: skip
+    if batch not in rates:
+        raise KeyError(f"eval.batch_size={batch} of the preset has no throughput from (a)")
+    rate = rates[batch]
+    seconds = total_images / rate
+    lines = [
+        f"## (c) Projected evaluation time of the ViT-B/32 {'/'.join(TABLE)} table",
+        "",
+        f"`python -m experiments.run -m +experiment={PRESET} model=clip_vit_b32 "
+        f"benchmark={','.join(TABLE)} device=cuda`: per benchmark, images = sum over methods "
+        "m of (P_m x V + T), P_m = |search grid| x |alphas| (every point scored on every "
+        "val split), V / T = summed val / test images (test scored once per task at the "
+        "chosen point). Val = min(10% of train, 5000) (mergelab's split), train and test "
+        "sizes as published (SPLIT_SIZES in this script).",
+        "",
+        "| benchmark | tasks | V | T | sum P_m (per method) | images |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"time = {total_images:,} images / {rate:,.0f} img/s ((a), evaluator, batch {batch}) "
+        f"= **{seconds:,.0f} s = {seconds / 60:.1f} min** of evaluation; merges, loading the "
+        "experts and zero-shot heads, and caching the data are not included.",
+    ]
+    return lines
+
+
+# ---- main ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes on CPU (a check)")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--images", type=int, default=None, help="cached images (a)")
+    parser.add_argument("--batches", type=int, nargs="+", default=None, help="batch sizes (a)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--experts", type=int, default=None, help="ViT-L/14 experts (b)")
+    parser.add_argument("--expert-dtype", choices=("float32", "float16"), default="float32")
+    parser.add_argument("--dir", default=None, help="where expert files go (b)")
+    parser.add_argument("--write-budget", type=float, default=120.0, help="seconds (b)")
+    parser.add_argument("--threads", type=int, default=None, help="default: 1 tiny, else all")
+    args = parser.parse_args()
+    device = args.device or ("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+    threads = args.threads or (1 if args.tiny else os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    images_n = args.images or (64 if args.tiny else 4096)
+    preset_batch = int(composed(TABLE[0]).eval.batch_size)  # what (c) projects with
+    batches = sorted({*(args.batches or ([16] if args.tiny else [1024])), preset_batch})
+    experts = args.experts or (3 if args.tiny else 20)
+    b32 = TINY_CLIP if args.tiny else open_clip_config("ViT-B-32")
+    l14 = TINY_CLIP if args.tiny else open_clip_config("ViT-L-14")
+    start = time.perf_counter()
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
+    head = [
+        f"# GPU figures (issue 15){' -- TINY CHECK RUN, not figures' if args.tiny else ''}",
+        "",
+        f"`{' '.join([Path(sys.executable).name, *sys.argv])}`; device {device} ({where}), "
+        f"torch {torch.__version__}, {threads} torch threads of {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} at start.",
+    ]
+
+    text: list[str] = []
+
+    def emit(lines: list[str]) -> None:
+        """Print ``lines`` and rewrite ``$OUT/gpu.md`` with everything so far (a run cut
+        short keeps the finished parts)."""
+        print("\n".join([*lines, ""]), flush=True)
+        text.extend([*lines, ""])
+        if os.environ.get("OUT"):
+            out = Path(os.environ["OUT"])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "gpu.md").write_text("\n".join(text))
+
+    def section(name: str, fn: Callable[[], list[str]]) -> None:
+        """Emit part ``name``'s lines, or its error (the other parts still run)."""
+        try:
+            emit(fn())
+        except Exception as err:
+            traceback.print_exc()
+            emit([f"## ({name}) failed", "", f"`{type(err).__name__}: {err}`"])
+
+    emit(head)
+    rates: dict[int, float] = {}
+    section("a", lambda: throughput_table(b32, images_n, batches, device, args.repeats, rates))
+    section("c", lambda: projection(rates))
+    dtype = getattr(torch, args.expert_dtype)
+    section("b", lambda: ties_benchmark(l14, experts, dtype, args.dir, device, args.write_budget))
+    emit([f"Whole script: {time.perf_counter() - start:.0f} s."])
+
+
+def open_clip_config(arch: str) -> dict[str, Any]:
+    """open_clip's model config of ``arch`` (e.g. ``ViT-B-32``); ``KeyError`` if unknown."""
+    import open_clip
+
+    config = open_clip.get_model_config(arch)
+    if config is None:
+        raise KeyError(f"open_clip has no model config {arch!r}")
+    return config
+
+
+if __name__ == "__main__":
+    main()
