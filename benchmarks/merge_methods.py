@@ -131,7 +131,7 @@ def run_one(name: str, files: list[str]) -> None:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     if name == "read":
         read_floor(tvs)
     elif name in FLAT:
@@ -139,11 +139,11 @@ def run_one(name: str, files: list[str]) -> None:
     else:
         out = merge(name, tvs)
         read_all(out if isinstance(out, list) else [])
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.thread_time() - cpu
     done.set()
     sampler.join()
     peak[0] = max(peak[0], rss_anon())
-    print(json.dumps({"wall_s": wall, "peak": peak[0], "base": base}))
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak": peak[0], "base": base}))
 
 
 def worker(name: str, files: list[str], limit_gib: float, threads: int) -> None:
@@ -215,10 +215,12 @@ def mem_available_gib() -> float:
 
 def fmt(row: dict, floor: dict) -> str:
     if "error" in row:
-        return f"| {row['tasks']} | {row['label']} | - | - | - | - | {row['error']} |"
+        return f"| {row['tasks']} | {row['label']} | - | - | - | - | - | - | {row['error']} |"
     over = f"{row['wall_s'] / floor['wall_s']:.1f}" if "wall_s" in floor else "n/a"
+    cpu = f"{row['cpu_s'] / floor['cpu_s']:.1f}" if "cpu_s" in floor else "n/a"
     return (
         f"| {row['tasks']} | {row['label']} | {row['wall_s']:.1f} | {over} "
+        f"| {row['cpu_s']:.1f} | {cpu} "
         f"| {row['peak'] / GIB:.2f} | {(row['peak'] - row['base']) / GIB:.2f} "
         f"| {row.get('note', '')} |"
     )
@@ -248,9 +250,9 @@ def targets(by_tasks: dict[int, dict[str, dict]]) -> list[str]:
         "are kept ('bound': flattened TIES not run, its (T, P) matrix alone is the "
         "denominator).",
         "",
-        "| tasks | method | time / read floor | peak GiB | target | met | "
-        "peak / flattened TIES | time / flattened TIES |",
-        "|---|---|---|---|---|---|---|---|",
+        "| tasks | method | time / read floor | CPU / read floor CPU | peak GiB | target | met "
+        "(wall) | peak / flattened TIES | time / flattened TIES |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for tasks, rows in by_tasks.items():
         for name, (max_time, max_peak) in TARGETS.items():
@@ -268,7 +270,8 @@ def targets(by_tasks: dict[int, dict[str, dict]]) -> list[str]:
             )
             lines.append(
                 f"| {tasks} | {row['label']} | {'n/a' if over is None else f'{over:.1f}'} "
-                f"| {row['peak'] / GIB:.2f} | {', '.join(wanted) or '-'} "
+                f"| {ratio(rows, name, 'read', 'cpu_s')} | {row['peak'] / GIB:.2f} "
+                f"| {', '.join(wanted) or '-'} "
                 f"| {('yes' if met else 'no') if wanted else '-'} | {mem} "
                 f"| {ratio(rows, name, 'flat_ties', 'wall_s')} |"
             )
@@ -447,9 +450,9 @@ def main() -> None:
         "at a time in place (issue 3 quotes about 19 GB for 8 tasks for a widely used version "
         "that runs kthvalue over the whole (T, P) matrix at once).",
         "",
-        "| tasks | method | wall s | time / read floor | peak RssAnon GiB "
-        "| above process baseline GiB | note |",
-        "|---|---|---|---|---|---|---|",
+        "| tasks | method | wall s | time / read floor | CPU s | CPU / read floor CPU "
+        "| peak RssAnon GiB | above process baseline GiB | note |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(header), flush=True)
     table = list(header)

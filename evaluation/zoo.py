@@ -54,11 +54,21 @@ def write_task_vector(
 ) -> None:
     """Write ``theta_0 + alpha * tau`` into a model's ``params`` in place (the evaluators'
     ``load``; no re-merge per alpha). ``pretrained`` holds ``theta_0`` on the params'
-    device; keys missing from ``tau``, non-float entries and ``tau=None`` get ``theta_0``."""
+    device; keys missing from ``tau``, non-float entries and ``tau=None`` get ``theta_0``;
+    a ``tau`` entry of another shape raises ``ValueError`` naming the key.
+
+    Written without temporaries: ``p = alpha * tau`` then ``p += theta_0``, the same float
+    operations (and so the same bits) as ``theta_0 + alpha * tau``."""
     for key, p in params.items():
         base = pretrained[key]
         if tau is not None and key in tau and torch.is_floating_point(base):
-            p.copy_(base + alpha * tau[key].to(base.device, base.dtype))
+            x = tau[key]
+            if x.shape != base.shape:
+                raise ValueError(
+                    f"task vector key {key!r} has shape {tuple(x.shape)}, the model's "
+                    f"parameter {tuple(base.shape)}"
+                )
+            torch.mul(x.to(base.device, base.dtype), alpha, out=p).add_(base)
         else:
             p.copy_(base)
 

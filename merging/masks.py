@@ -47,7 +47,7 @@ def unpack_mask(packed: PackedMask, key: str = "mask") -> Tensor:
             f"mask {key!r}: {len(packed.data)} bytes cannot hold shape {packed.shape} at 1 bit each"
         )
     bits = np.unpackbits(np.frombuffer(packed.data, dtype=np.uint8), count=n)
-    return torch.from_numpy(bits.astype(bool)).reshape(packed.shape)
+    return torch.from_numpy(bits.view(bool)).reshape(packed.shape)  # 0/1 bytes: no copy
 
 
 def pack_masks(masks: Mapping[str, Tensor]) -> dict[str, PackedMask]:
@@ -84,9 +84,9 @@ class MaskedVector(Mapping[str, Tensor]):
         x = self.vector[key]
         if key not in self.masks:
             return x
-        x = x.masked_fill(~unpack_mask(self.masks[key], key).to(x.device), 0)
+        x = x * unpack_mask(self.masks[key], key).to(x.device)  # masked out: +-0.0
         if self.scale != 1.0:
-            x = x * self.scale
+            x.mul_(self.scale)  # x is fresh: the product above
         return x if self.dtypes is None else x.to(self.dtypes[key])
 
     def __iter__(self) -> Iterator[str]:

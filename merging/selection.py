@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from merging.options import TOPK_COUNTS, choice, fraction, non_negative_int
-from merging.streaming import TaskVectors
+from merging.streaming import Scratch, TaskVectors
 
 Tensor = torch.Tensor
 Values = Callable[[int, str, Tensor], Tensor]
@@ -109,23 +109,29 @@ def topk_masks(
     count = choice("topk_count", count, TOPK_COUNTS)
     extra = non_negative_int("extra_entries", extra_entries)
     num_tasks, keys = len(tvs), tvs.float_keys
+    scratch = Scratch()
 
     def bits(t: int, key: str, checked: bool) -> Tensor:
+        """``magnitude_bits`` of the ranked tensor, flat, in a buffer reused by the next call."""
         x = tvs.task(t, key) if checked else tvs.raw(t, key).to(tvs.device, torch.float32)
-        return magnitude_bits(x if values is None else values(t, key, x)).flatten()
+        v = (x if values is None else values(t, key, x)).to(torch.float32).flatten()
+        return torch.abs(v, out=scratch("abs", v.numel(), v.dtype, v.device)).view(torch.int32)
 
     hi = torch.zeros(num_tasks, _HI_BINS, dtype=torch.int64, device=tvs.device)
     total = 0
     for key in keys:  # key by key: bad input is found at its first key, in every task
         for t in range(num_tasks):
             b = bits(t, key, checked=True)
-            hi[t] += torch.bincount(b >> 16, minlength=_HI_BINS)
+            high = torch.bitwise_right_shift(
+                b, 16, out=scratch("int", b.numel(), b.dtype, b.device)
+            )
+            hi[t] += torch.bincount(high, minlength=_HI_BINS)
         total += b.numel()
     exact = count == "exact"
     n = kept_count(density, total) if exact else authors_kept_count(density, total, extra)
     if n >= total:  # keep everything (also when there is nothing to keep)
         return [TopK(-1, {}, {}, total, total) for _ in range(num_tasks)]
-    return [_resolve(t, hi[t], n, total, bits, keys, exact) for t in range(num_tasks)]
+    return [_resolve(t, hi[t], n, total, bits, keys, exact, scratch) for t in range(num_tasks)]
 
 
 def _resolve(
@@ -136,19 +142,23 @@ def _resolve(
     bits: Callable[..., Tensor],
     keys: list[str],
     earliest_ties: bool,
+    scratch: Scratch,
 ) -> TopK:
     """Second pass over task ``t``: the low 16 bits of the threshold (the ``n``-th largest)
     and the tie quotas: the earliest ties up to ``n`` entries, or every tie.
 
     Task by task, so the small per-key candidate counts are freed before the next task
-    (interleaved with the large temporaries of many tasks they fragment the heap).
+    (interleaved with the large temporaries of many tasks they fragment the heap); the
+    key-sized temporaries are ``scratch`` buffers shared with the first pass.
     """
     top_bin, in_bin = _top_bin(hi, n)
     lo = torch.zeros(_LO_BINS, dtype=torch.int64, device=hi.device)
     candidates: dict[str, tuple[Tensor, Tensor]] = {}
     for key in keys:
         b = bits(t, key, checked=False)
-        low = b[(b >> 16) == top_bin] & 0xFFFF
+        high = torch.bitwise_right_shift(b, 16, out=scratch("int", b.numel(), b.dtype, b.device))
+        in_top = torch.eq(high, top_bin, out=scratch("bool", b.numel(), torch.bool, b.device))
+        low = b[in_top] & 0xFFFF
         if low.numel():
             u, c = torch.unique(low, return_counts=True)
             lo.index_add_(0, u.long(), c)

@@ -105,6 +105,7 @@ class TaskVectors:
             self.aliases.update({alias: group[0] for alias in group[1:]})
         self.keys: list[str] = [k for k in all_keys if k not in self.aliases]
         self._meta: dict[str, tuple[torch.Size, torch.dtype]] = {}
+        self._finite: set[tuple[int, str]] = set()  # (task, key) checked finite
 
     def __len__(self) -> int:
         return len(self._tvs)
@@ -142,9 +143,12 @@ class TaskVectors:
                 f"key {key!r}: {self.names[t]} is {x.dtype}, {self.names[0]} is {dtype}"
             )
         x = x.to(self.device, torch.float32)
-        # one reduction first; the exact elementwise check only if the sum is not finite
-        if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
-            raise ValueError(f"key {key!r}: {self.names[t]} contains NaN or Inf")
+        # once per (task, key), for methods that read several times; one reduction first,
+        # the exact elementwise check only if the sum is not finite
+        if (t, key) not in self._finite:
+            if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+                raise ValueError(f"key {key!r}: {self.names[t]} contains NaN or Inf")
+            self._finite.add((t, key))
         return x
 
     def tensors(self, key: str) -> list[Tensor]:
@@ -181,6 +185,22 @@ class TaskVectors:
                 for out in outs:
                     out[key] = self.raw(0, key)
         return outs
+
+
+class Scratch:
+    """Named flat buffers reused from key to key: ``scratch(name, n, dtype, device)`` is the
+    first ``n`` entries of the buffer ``name`` (grown when too small; contents undefined).
+    A fresh tensor of several MB per key costs its page faults on every key; a reused one
+    does not."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+
+    def __call__(self, name: str, n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < n or buffer.dtype != dtype or buffer.device != device:
+            buffer = self._buffers[name] = torch.empty(n, dtype=dtype, device=device)
+        return buffer[:n]
 
 
 def summed(taus: list[Tensor]) -> Tensor:

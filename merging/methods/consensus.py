@@ -76,9 +76,11 @@ def consensus(
         zero_sign=zero_sign,
     )  # fmt: skip
     out: dict[str, Tensor] = {}
+    count = torch.uint8 if len(tvs) < 256 else torch.int16
     for key, mtl, masks in masks_of:
-        votes = torch.zeros(mtl.shape, dtype=torch.int16, device=mtl.device)
+        votes = torch.zeros(mtl.shape, dtype=count, device=mtl.device)
         for m in masks:
             votes += m
-        out[key] = tvs.finish(key, torch.where(votes >= k, mtl, 0))
+        # mtl * 1{votes >= k} (a dropped negative entry becomes -0.0, equal to 0)
+        out[key] = tvs.finish(key, mtl.mul_(votes >= k))
     return {key: out[key] if tvs.is_float(key) else tvs.raw(0, key) for key in tvs.keys}

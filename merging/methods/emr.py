@@ -48,19 +48,19 @@ def emr(tvs: TaskVectors) -> list[MaskedVector]:
             shared[key] = tvs.raw(0, key)
             continue
         taus = tvs.tensors(key)
-        gamma = torch.where(summed(taus) > 0, 1.0, -1.0)
-        eps = torch.zeros_like(taus[0])
+        gamma = (summed(taus) > 0).float().mul_(2).sub_(1)  # +1 where the sum is > 0, else -1
+        eps, buffer = torch.zeros_like(taus[0]), torch.empty_like(taus[0])
         masks = []
         for t, x in enumerate(taus):
-            m = x * gamma > 0
+            m = torch.mul(x, gamma, out=buffer) > 0
             masks.append(m)
-            magnitude = x.abs()
+            magnitude = torch.abs(x, out=buffer)
             if x.numel():
                 total[t] += magnitude.mean(dtype=torch.float64)
-            torch.maximum(eps, magnitude.masked_fill_(~m, 0), out=eps)
+            torch.maximum(eps, magnitude.mul_(m), out=eps)  # |x| >= 0: times 0 is +0.0
         for t, m in enumerate(masks):
             if m.numel():
-                kept[t] += eps.masked_fill(~m, 0).mean(dtype=torch.float64)
+                kept[t] += torch.mul(eps, m, out=buffer).mean(dtype=torch.float64)
             packed[t][key] = pack_mask(m, key)
         shared[key] = eps.mul_(gamma).cpu()
         dtypes[key] = tvs.meta(key)[1]

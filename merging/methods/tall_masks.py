@@ -46,11 +46,19 @@ def tall_masks_rule(
     lams: Sequence[float], comparison: str = "inclusive"
 ) -> Callable[[str, list[Tensor], Tensor], list[Tensor]]:
     """``m_t = 1{|tau_t| >= lam_t * |tau_MTL - tau_t|}`` for every task ``t``, or with ``>``
-    (``comparison="strict"``, the authors' code)."""
+    (``comparison="strict"``, the authors' code). Both sides are computed in two buffers
+    reused for every task (the same operations, so the same bits, as the formula)."""
     compare = torch.ge if choice("comparison", comparison, COMPARISONS) == "inclusive" else torch.gt
-    return lambda key, taus, mtl: [
-        compare(x.abs(), lam * (mtl - x).abs()) for lam, x in zip(lams, taus, strict=True)
-    ]
+
+    def rule(key: str, taus: list[Tensor], mtl: Tensor) -> list[Tensor]:
+        size, distance = torch.empty_like(mtl), torch.empty_like(mtl)
+        masks = []
+        for lam, x in zip(lams, taus, strict=True):
+            torch.sub(mtl, x, out=distance).abs_().mul_(lam)
+            masks.append(compare(torch.abs(x, out=size), distance))
+        return masks
+
+    return rule
 
 
 def streamed_tall_masks(

@@ -10,7 +10,7 @@ import torch
 from merging.options import TOPK_COUNTS, ZERO_SIGNS, choice, fraction, non_negative_int
 from merging.registry import merge_method
 from merging.selection import Values, topk_masks
-from merging.streaming import TaskVectors
+from merging.streaming import Scratch, TaskVectors
 
 Tensor = torch.Tensor
 AGGREGATIONS = ("mean", "sum")
@@ -67,8 +67,13 @@ def ties_merger(
     check_ties_options(density, agg, topk_count, extra_entries, zero_sign)
     selections = topk_masks(tvs, density, values, count=topk_count, extra_entries=extra_entries)
 
+    scratch = Scratch()
+
     def trim(key: str, taus: list[Tensor]) -> Tensor:
-        trimmed = torch.empty(len(taus), *taus[0].shape, device=taus[0].device)
+        n = len(taus) * taus[0].numel()
+        trimmed = scratch("trimmed", n, torch.float32, taus[0].device).view(
+            len(taus), *taus[0].shape
+        )
         for t, (s, x) in enumerate(zip(selections, taus, strict=True)):
             v = x if values is None else values(t, key, x)
             torch.mul(v, s.mask(key, v), out=trimmed[t])
