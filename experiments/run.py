@@ -13,47 +13,44 @@ of the resolved config that determines its rows (:func:`unit_key`) and of the co
 computes rows. A re-run of the same command, or of a sweep (``-m``, any launcher), reuses
 stored units instead of computing them again (``resume=false`` recomputes); a job whose
 every method is stored is skipped: its directory gets ``results.csv`` and ``table.md``
-from the store, with no computation and no new W&B run.
+from the store, with no computation and no new W&B run. Such a job decides completeness
+from the config alone and imports no torch, zoo or merge method (the pipeline's module is
+light, :mod:`experiments.pipelines`), so a resumed sweep costs Hydra's composition and a
+Parquet read per job.
 
 Sweeps: ``main`` returns the run's *val objective* (:func:`val_objective`) for Hydra's
 Optuna sweeper (``hydra/sweeper=val_search``): the average normalised val accuracy of
 method ``objective`` (default: the first selected method) at the point(s) the protocol
 selects on val. Test numbers never reach the sweeper.
 
-Several devices: the run's methods are sharded across ``shards`` processes (default: one
-per visible GPU with ``device=auto`` or ``cuda``), each on its own device, a method and the
-methods it depends on (Consensus with ``lam: from_tall_masks`` and the TALL-masks methods
-whose lambdas it uses) in the same process; rows are gathered in config order, so the
-results equal a one-device run's.
+Several devices: the run's methods are sharded across ``shards`` processes
+(:mod:`experiments.shards`; default: one per visible GPU with ``device=auto`` or ``cuda``),
+each on its own device, a method and the methods it depends on (the pipeline's
+``depends_on``: Consensus with ``lam: from_tall_masks`` and the TALL-masks methods whose
+lambdas it uses) in the same process; rows are gathered in config order, so the results
+equal a one-device run's.
 """
 
 from __future__ import annotations
 
-import math
-import multiprocessing
+import glob
 import os
-import queue
 import secrets
-import traceback
-from collections.abc import Collection, Iterator, Mapping, Sequence
+import sys
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
-import pandas as pd
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation.cache import atomic_write_text, cache_root, json_digest
 from evaluation.results import AVERAGE, Row, rows_frame, write_rows
-from evaluation.zoo import Env
 from experiments.config import register_schemas
-from experiments.context import RunContext
 from experiments.loggers import NullLogger
 from experiments.pipelines import Pipeline
-from experiments.pipelines.task_vectors import FROM_TALL_MASKS
 from experiments.store import ResultStore
 from experiments.tables import console, markdown
 
@@ -63,11 +60,12 @@ CODE_VERSION = json_digest(
     {str(p.relative_to(ROOT)): p.read_text()
      for d in ("merging", "evaluation", "experiments/pipelines")
      for p in sorted((ROOT / d).rglob("*.py"))}
-)  # fmt: skip  # stored rows are reused only with the code that computes rows
+)  # fmt: skip  # once per process: stored rows are reused only with the code that computes rows
 NOT_IN_UNIT_KEY = (
     "method", "run_name", "progress", "logger", "resume", "cache_dir", "store_dir",
     "objective", "shards", "device",
 )  # fmt: skip  # keys that change no number of a unit (device: keyed by its type)
+GPU_NODES = ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL (Linux)
 register_schemas()
 if not OmegaConf.has_resolver("run_token"):
     OmegaConf.register_new_resolver("run_token", lambda: RUN_TOKEN, use_cache=True)
@@ -75,6 +73,8 @@ if not OmegaConf.has_resolver("run_token"):
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` if available, else ``cpu``; a CUDA device without CUDA raises."""
+    import torch  # here: a run that only reuses stored rows imports no torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -86,6 +86,8 @@ def shard_devices(device: str, shards: int | None) -> list[str]:
     """One device per shard process. ``device=auto`` or ``cuda`` with several visible GPUs
     (``CUDA_VISIBLE_DEVICES``) spreads over all of them, ``cuda:N`` pins one; ``shards``
     (default: one per device) cycles through them."""
+    import torch
+
     resolved = resolve_device(device)
     if resolved == "cuda" and torch.cuda.device_count() > 1:
         devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -97,29 +99,63 @@ def shard_devices(device: str, shards: int | None) -> list[str]:
     return [devices[i % len(devices)] for i in range(count)]
 
 
-def unit_inputs(methods: Mapping[str, Any], unit: str) -> dict[str, Any]:
-    """The method configs that determine unit ``unit``'s rows: its own and, for a method
-    with an option ``from_tall_masks`` (Consensus' ``lam``), the run's TALL-masks methods,
-    whose per-task lambdas it uses."""
-    own = methods[unit]
-    inputs = {unit: own}
-    if FROM_TALL_MASKS in (own.get("hparams") or {}).values():
-        inputs.update({k: m for k, m in methods.items() if m.get("fn") == "tall_masks"})
-    return inputs
+def device_type(device: str) -> str:
+    """The type of the device a run computes on, which keys its units (``cuda:1`` ->
+    ``cuda``); ``auto``: ``cuda`` where torch sees a GPU, else ``cpu``. On Linux without a
+    GPU device file (:data:`GPU_NODES`) torch cannot see one, so the answer is ``cpu``
+    without importing torch (a run that only reuses stored rows stays light). An unknown
+    device, or ``cuda`` without one, fails when the run computes
+    (:func:`resolve_device`)."""
+    if device != "auto":
+        return device.split(":")[0]
+    if sys.platform == "linux" and not any(glob.glob(pattern) for pattern in GPU_NODES):
+        return "cpu"
+    return resolve_device(device).split(":")[0]
 
 
-def unit_config(config: Mapping[str, Any], unit: str, device: str) -> dict[str, Any]:
-    """What determines unit ``unit``'s rows: the resolved config without other methods,
-    without keys that change no number, with the device's type (``cuda:1`` -> ``cuda``)."""
+def dependencies(pipeline: Pipeline, methods: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each selected method -> the other selected methods its rows depend on, directly or
+    through another (:meth:`experiments.pipelines.Pipeline.depends_on`), in config order;
+    ``ValueError`` if the pipeline names one that is not selected."""
+    direct = {}
+    for unit in methods:
+        named = list(pipeline.depends_on(unit, methods))
+        wrong = [d for d in named if d not in methods or d == unit]
+        if wrong:
+            raise ValueError(
+                f"{type(pipeline).__name__}.depends_on({unit!r}) names {wrong[0]!r}, which is "
+                f"not another selected method (method.{', method.'.join(methods)})"
+            )
+        direct[unit] = named
+    out = {}
+    for unit in methods:
+        seen, todo = set(), list(direct[unit])
+        while todo:
+            other = todo.pop()
+            if other != unit and other not in seen:
+                seen.add(other)
+                todo += direct[other]
+        out[unit] = [m for m in methods if m in seen]
+    return out
+
+
+def unit_config(
+    config: Mapping[str, Any], unit: str, device: str, depends_on: Collection[str] = ()
+) -> dict[str, Any]:
+    """What determines unit ``unit``'s rows: the resolved config without other methods than
+    ``unit`` and those it depends on, without keys that change no number, with the device's
+    type (:func:`device_type`)."""
     kept = {k: v for k, v in config.items() if k not in NOT_IN_UNIT_KEY}
-    device_type = torch.device(device).type
-    return {**kept, "device": device_type, "method": unit_inputs(config["method"], unit)}
+    methods = {m: config["method"][m] for m in (unit, *depends_on)}
+    return {**kept, "device": device_type(device), "method": methods}
 
 
-def unit_key(config: Mapping[str, Any], unit: str, device: str) -> str:
+def unit_key(
+    config: Mapping[str, Any], unit: str, device: str, depends_on: Collection[str] = ()
+) -> str:
     """Digest of :func:`unit_config` and of the code that computes rows (:data:`CODE_VERSION`:
     every ``.py`` file of ``merging/``, ``evaluation/`` and ``experiments/pipelines/``)."""
-    return json_digest({**unit_config(config, unit, device), "code": CODE_VERSION})
+    return json_digest({**unit_config(config, unit, device, depends_on), "code": CODE_VERSION})
 
 
 def stored_units(store: ResultStore, keys: Mapping[str, str], run: str) -> dict[str, list[Row]]:
@@ -180,135 +216,23 @@ def check_objective(cfg: DictConfig) -> str:
     return unit
 
 
-class ForwardingLogger(NullLogger):
-    """A shard process's logger: sends what it logs to the run's logger in the main process."""
-
-    def __init__(self, channel: Any, shard: int) -> None:
-        self.channel, self.shard = channel, shard
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.channel.put((self.shard, "log_metrics", (dict(metrics), step)))
-
-    def log_table(self, name: str, frame: pd.DataFrame) -> None:
-        self.channel.put((self.shard, "log_table", (name, frame)))
-
-
-def shard_plan(
-    methods: Mapping[str, Any], finished: Collection[str], shards: int
-) -> list[list[str]]:
-    """Split the unfinished methods over at most ``shards`` processes: a method and those it
-    depends on (:func:`unit_inputs`) go together; groups are placed largest first on the
-    least loaded shard (cost: search points x alphas). Each shard lists units in config
-    order, including finished ones that an unfinished one of its group depends on."""
-    group = {unit: {unit} for unit in methods}
-    for unit in methods:
-        for other in unit_inputs(methods, unit):
-            merged = group[unit] | group[other]
-            for member in merged:
-                group[member] = merged
-    groups = {frozenset(g) for g in group.values() if not g <= set(finished)}
-
-    def cost(unit: str) -> int:
-        m = methods[unit]
-        points = math.prod(len(v) for v in (m.get("search") or {}).values())
-        return 0 if unit in finished else points * len(m.get("alphas") or [1])
-
-    loads = [(0, i, []) for i in range(shards)]
-    for g in sorted(groups, key=lambda g: (-sum(map(cost, g)), sorted(g))):
-        load, i, members = min(loads)
-        loads[i] = (load + sum(map(cost, g)), i, members + list(g))
-    order = list(methods)
-    return [sorted(m, key=order.index) for _, _, m in loads if m]
-
-
-def _shard_main(
-    shard: int, config: dict[str, Any], units: list[str], finished: dict[str, list[Row]],
-    device: str, threads: int | None, name: str, run_dir: str, channel: Any,
-) -> None:  # fmt: skip
-    """A shard process: the pipeline on ``units`` on ``device``; sends each finished unit's
-    rows, then ``done`` (or the error's traceback) through ``channel``."""
-    try:
-        if threads:
-            torch.set_num_threads(threads)
-        cfg = OmegaConf.create({**config, "method": {u: config["method"][u] for u in units}})
-        env = Env(cache_root(cfg.cache_dir), device, bool(cfg.progress))
-        ctx = RunContext(name=name, run_dir=Path(run_dir), env=env, finished=finished,
-                         logger=ForwardingLogger(channel, shard))  # fmt: skip
-        for unit, rows in instantiate(cfg.pipeline).run(cfg, ctx):
-            channel.put((shard, "unit", (unit, rows)))
-        channel.put((shard, "done", None))
-    except BaseException:
-        channel.put((shard, "error", traceback.format_exc()))
-
-
-def run_sharded(
-    config: dict[str, Any], devices: Sequence[str], finished: Mapping[str, list[Row]],
-    ctx: RunContext,
-) -> Iterator[tuple[str, list[Row]]]:  # fmt: skip
-    """Yield ``(unit, rows)`` as each unit finishes in one of the shard processes (finished
-    units that no shard needs first); forwards the shards' logging to ``ctx.logger``."""
-    plan = shard_plan(config["method"], finished, len(devices))
-    needed = {u for units in plan for u in units}
-    yield from ((u, rows) for u, rows in finished.items() if u not in needed)
-    cpu_shards = sum(torch.device(d).type == "cpu" for d in devices[: len(plan)])
-    threads = max(1, torch.get_num_threads() // cpu_shards) if cpu_shards > 1 else None
-    spawn = multiprocessing.get_context("spawn")
-    channel = spawn.Queue()
-    procs = [
-        spawn.Process(target=_shard_main, daemon=True, args=(
-            i, config, units, {u: finished[u] for u in units if u in finished}, devices[i],
-            threads if torch.device(devices[i]).type == "cpu" else None, ctx.name,
-            str(ctx.run_dir), channel))
-        for i, units in enumerate(plan)
-    ]  # fmt: skip
-    for p in procs:
-        p.start()
-    running = set(range(len(procs)))
-    try:
-        while running:
-            try:
-                shard, kind, payload = channel.get(timeout=5)
-            except queue.Empty:
-                dead = [i for i in running if procs[i].exitcode is not None]
-                if dead:
-                    raise RuntimeError(
-                        f"shard {dead[0]} on {devices[dead[0]]} died (exit code "
-                        f"{procs[dead[0]].exitcode}) before finishing {plan[dead[0]]}"
-                    ) from None
-                continue
-            if kind == "unit":
-                unit, rows = payload
-                if unit not in finished:
-                    yield unit, rows
-            elif kind == "log_metrics":
-                ctx.logger.log_metrics(*payload)
-            elif kind == "log_table":
-                ctx.logger.log_table(*payload)
-            elif kind == "done":
-                running.discard(shard)
-            else:
-                raise RuntimeError(f"shard {shard} on {devices[shard]} failed:\n{payload}")
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join()
-
-
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     objective = check_objective(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     name = cfg.get("run_name") or f"{cfg.model.name}-{cfg.benchmark.name}-{run_dir.name}"
     config = OmegaConf.to_container(cfg, resolve=True)
-    devices = shard_devices(str(cfg.device), cfg.shards)
     store = ResultStore(Path(HydraConfig.get().runtime.cwd, cfg.store_dir))
     units = list(config["method"])
-    keys = {unit: unit_key(config, unit, devices[0]) for unit in units}
-    finished = stored_units(store, keys, name) if cfg.resume else {}
     pipeline: Pipeline = instantiate(cfg.pipeline)
+    depends_on = dependencies(pipeline, config["method"])
+    keys = {unit: unit_key(config, unit, str(cfg.device), depends_on[unit]) for unit in units}
+    finished = stored_units(store, keys, name) if cfg.resume else {}
     complete = bool(units) and len(finished) == len(units)
     if not complete:  # a complete job was validated by the same code when it was computed
+        from experiments.shards import run_sharded  # torch: only to compute
+
+        devices = shard_devices(str(cfg.device), cfg.shards)
         pipeline.validate(cfg)  # bad names and options fail here, before any long computation
     atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(config))
     done: dict[str, list[Row]] = {}
@@ -317,27 +241,36 @@ def main(cfg: DictConfig) -> float | None:
         """Store the unit (first: what a resumed run finds), then write the run's rows so
         far (config order) and its record in the store."""
         if unit not in finished:
-            store.put(keys[unit], unit, rows, unit_config(config, unit, devices[0]),
-                      CODE_VERSION)  # fmt: skip
+            config_of_unit = unit_config(config, unit, str(cfg.device), depends_on[unit])
+            store.put(keys[unit], unit, rows, config_of_unit, CODE_VERSION)
         done[unit] = rows
         write_rows([r for u in units if u in done for r in done[u]], run_dir / "results.csv")
         store.record_run(name, run_dir, {u: keys[u] for u in units if u in done}, finished)
 
-    if complete:  # nothing to compute: no logger, no W&B run
+    if complete:  # nothing to compute: no logger, no W&B run, no torch
         logger = NullLogger()
         done.update(finished)
         store.record_run(name, run_dir, keys, finished)
     else:
+        import torch
+
+        from evaluation.zoo import Env
+        from experiments.context import RunContext
+
         env = Env(cache_root(cfg.cache_dir), devices[0], bool(cfg.progress))
         logger = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, name=name,
                                                          config=config)  # fmt: skip
         ctx = RunContext(name=name, run_dir=run_dir, logger=logger, env=env, finished=finished)
+        print(f"computing on {', '.join(devices)} ({torch.get_num_threads()} torch threads)",
+              flush=True)  # fmt: skip
     failed = True
     try:
         if not complete:
             sharded = len(devices) > 1 and len(units) > 1
             results = (
-                run_sharded(config, devices, finished, ctx) if sharded else pipeline.run(cfg, ctx)
+                run_sharded(config, devices, finished, ctx, depends_on)
+                if sharded
+                else pipeline.run(cfg, ctx)
             )
             for unit, rows in results:
                 keep(unit, rows)

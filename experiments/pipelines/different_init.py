@@ -165,6 +165,10 @@ def build(cfg: DictConfig) -> tuple[InitZoo, Any]:
 class DifferentInitPipeline:
     """The different-initialisation regime (:class:`experiments.pipelines.Pipeline`)."""
 
+    def depends_on(self, unit: str, methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """No method here uses another's results."""
+        return []
+
     def validate(self, cfg: DictConfig) -> None:
         """Check zoo, benchmark, methods and options before any data is loaded or trained."""
         _, benchmark = build(cfg)

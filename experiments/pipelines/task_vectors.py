@@ -19,205 +19,51 @@ the test split's unlabelled inputs for test-time adaptation (``needs`` holds
 option asks at any search point (``None``: the whole split). Their rows add, per task, the
 examples they consumed (metric ``examples_used``, split = the split they came from) and,
 on the average, ``test_time_adaptation`` (1: it saw test inputs, 0: train data only).
+
+This module is what a run needs to reuse stored rows (dependencies, the table) and imports
+no torch; the computation lives in :mod:`experiments.pipelines.task_vector_run`, imported
+when a run computes.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
+from omegaconf import DictConfig
 
-from evaluation.benchmark import Benchmark, Task
-from evaluation.protocol import Method, Scorer, evaluate_method
-from evaluation.results import AVERAGE, Row, hparams_key
-from evaluation.zoo import TaskVectorZoo, check_regime
-from experiments.context import RunContext
-from merging import TaskVector, merge, method_spec
-from merging.methods.consensus import TALL_MASKS_OPTIONS
-from merging.storage import STORAGE_RULES, storage_bits
-from merging.task_data import TaskData
+from evaluation.results import AVERAGE
+from experiments.pipelines.late_options import FROM_TALL_MASKS
 
-Tensor = torch.Tensor
-
-DATA, TEST_INPUTS = "data", "test_inputs"  # what data-based methods declare in ``needs``
-FROM_TALL_MASKS = "from_tall_masks"  # Consensus' lam: the lambdas TALL masks chose on val
-FROM_ZOO = "from_zoo"  # extra_entries: the zoo's count of unmerged checkpoint entries
-LATE_OPTIONS = {"lam": (FROM_TALL_MASKS, 0.4), "extra_entries": (FROM_ZOO, 0)}  # stand-ins
-TALL_GRID = [0.2, 0.3, 0.4, 0.5, 0.6]  # the paper's lambda grid
-
-
-def methods_of(cfg: DictConfig) -> list[Method]:
-    """The configured methods, checked (names, options, distinct labels)."""
-    configs = OmegaConf.to_container(cfg.method, resolve=True) or {}
-    if not configs:
-        raise ValueError("no method selected: pass method=<name> or method=[a,b,...]")
-    methods = [Method.from_config(key, value) for key, value in configs.items()]
-    labels: dict[str, str] = {}
-    for m in methods:
-        if m.label in labels:
-            raise ValueError(
-                f"method.{m.key} and method.{labels[m.label]} share the label {m.label!r}: "
-                f"give one a distinct label (method.{m.key}.label=...)"
-            )
-        labels[m.label] = m.key
-    return methods
-
-
-def _tall_base(method: Method) -> dict[str, Any]:
-    """The ``tall_masks`` options that build Consensus' TALL masks (its base, the masks'
-    comparison, and with ``base="ties"`` the TIES options)."""
-    spec = method_spec(method.fn).hparams
-    out = {t: method.hparams.get(c, spec[c]) for c, t in TALL_MASKS_OPTIONS.items()}
-    if out["base"] != "ties":
-        out = {k: out[k] for k in ("base", "comparison")}
-    return out
-
-
-def _merged_shapes(pretrained: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
-    """Shapes of the merged (float) parameters, for storage rules that depend on them."""
-    return {k: tuple(v.shape) for k, v in pretrained.items() if torch.is_floating_point(v)}
-
-
-def _with_zoo_entries(method: Method, count: int) -> Method:
-    """``method`` with ``extra_entries: from_zoo`` replaced by the zoo's count."""
-    if method.hparams.get("extra_entries") != FROM_ZOO:
-        return method
-    return replace(method, hparams={**method.hparams, "extra_entries": count})
-
-
-def data_request(method: Method) -> tuple[str, int | None]:
-    """(split, examples per task) that data-based ``method`` reads: ``test`` for test-time
-    adaptation (``needs`` holds ``test_inputs``), else ``train``; the most examples any of
-    its search points asks in its ``examples`` option (``None``: the whole split)."""
-    spec = method_spec(method.fn)
-    split = "test" if TEST_INPUTS in spec.needs else "train"
-    default = spec.hparams.get("examples")
-    counts = [{**method.hparams, **point}.get("examples", default) for point in method.grid()]
-    return split, None if any(c is None for c in counts) else max(int(c) for c in counts)
-
-
-def _tall_method_for(consensus: Method, methods: Sequence[Method]) -> Method:
-    """The run's TALL-masks method with Consensus' base options, else one built for it."""
-    base = _tall_base(consensus)
-    tall_defaults = method_spec("tall_masks").hparams
-    for m in methods:
-        if m.fn == "tall_masks" and "lam" in m.search:
-            options = {k: m.hparams.get(k, tall_defaults[k]) for k in base}
-            if options == base:
-                return m
-    return Method(
-        key=f"{consensus.key}.tall_masks",
-        label=f"TALL mask ({consensus.label})",
-        fn="tall_masks",
-        hparams=base,
-        search={"lam": TALL_GRID},
-        select="per_task",
-    )
+if TYPE_CHECKING:
+    from evaluation.results import Row
+    from experiments.context import RunContext
 
 
 class TaskVectorPipeline:
     """The task-vector regime (:class:`experiments.pipelines.Pipeline`)."""
 
+    def depends_on(self, unit: str, methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """A method with an option ``from_tall_masks`` (Consensus' ``lam``) uses the
+        lambdas that the run's TALL-masks methods select on val: it depends on every one
+        of them (a superset of the one it uses: the choice needs the merge registry)."""
+        own = methods[unit]
+        if FROM_TALL_MASKS not in (own.get("hparams") or {}).values():
+            return []
+        return [k for k, m in methods.items() if m.get("fn") == "tall_masks" and k != unit]
+
     def validate(self, cfg: DictConfig) -> None:
         """Check zoo, benchmark, methods and options before any long computation."""
-        zoo, benchmark = instantiate(cfg.model), instantiate(cfg.benchmark)
-        check_regime(zoo, "task_vectors", f"model {cfg.model.get('name')!r}")
-        if not isinstance(benchmark, Benchmark):
-            raise ValueError(f"benchmark {cfg.benchmark.get('name')!r} is not a benchmark")
-        if int(cfg.eval.batch_size) < 1:
-            raise ValueError(f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}")
-        num_tasks = len(benchmark.tasks())
-        for method in methods_of(cfg):
-            late = {
-                k: stand_in
-                for k, (sentinel, stand_in) in LATE_OPTIONS.items()
-                if method.hparams.get(k) == sentinel
-            }
-            method.check_options(num_tasks, **late)
+        from experiments.pipelines import task_vector_run
+
+        task_vector_run.validate(cfg)
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> Iterator[tuple[str, list[Row]]]:
-        methods = methods_of(cfg)
-        if all(m.key in ctx.finished for m in methods):
-            yield from ((m.key, ctx.finished[m.key]) for m in methods)
-            return
-        zoo: TaskVectorZoo = instantiate(cfg.model)
-        benchmark: Benchmark = instantiate(cfg.benchmark)
-        tasks: list[Task] = benchmark.tasks()
-        names = [t.name for t in tasks]
-        experts = zoo.load(benchmark, tasks, ctx.env)
-        check_distinct_experts(experts.pretrained, experts.experts, names)
-        methods = [_with_zoo_entries(m, experts.unmerged_entries) for m in methods]
-        data_based = [m for m in methods if DATA in method_spec(m.fn).needs]
-        if data_based and experts.task_data is None:
-            raise ValueError(
-                f"method.{data_based[0].key} ({data_based[0].label}) needs task data, which "
-                f"model {cfg.model.name!r} cannot provide (its zoo sets no "
-                "Experts.task_data); choose a data-free method or a zoo that serves data "
-                "(the CLIP zoos do)"
-            )
-        evaluator = experts.evaluator(tasks, int(cfg.eval.batch_size), ctx.env)
-        taus = [
-            TaskVector(experts.experts[n], experts.pretrained, name=f"task {n!r}") for n in names
-        ]
-        scorer = Scorer(evaluator, names)
-        expert = {
-            split: scorer.scores("finetuned", {}, lambda: merge("finetuned", taus), 1.0, split)
-            for split in ("val", "test")
-        }
-        make_row = functools.partial(Row, ctx.name, benchmark.name, cfg.model.name)
-        evaluate = functools.partial(
-            evaluate_method, task_vectors=taus, scorer=scorer, expert=expert,
-            make_row=make_row, device=ctx.device,
-        )  # fmt: skip
-        total = sum(len(m.grid()) * len(m.alphas) for m in methods)
-        with tqdm(total=total, desc="methods x grid", disable=not ctx.progress) as bar:
-            for method in methods:
-                bar.set_postfix_str(method.label)
-                if method.key in ctx.finished:
-                    bar.update(len(method.grid()) * len(method.alphas))
-                    yield method.key, ctx.finished[method.key]
-                    continue
-                if method.hparams.get("lam") == FROM_TALL_MASKS:
-                    method = self._with_tall_lambdas(method, methods, evaluate, names)
-                spec = method_spec(method.fn)
-                context = None
-                if DATA in spec.needs:
-                    context = experts.task_data(tasks, *data_request(method), ctx.env)
-                rows, _ = evaluate(method, on_point=bar.update, context=context)
-                if context is not None:
-                    rows += _data_rows(make_row, method, context)
-                shapes = (
-                    _merged_shapes(experts.pretrained)
-                    if STORAGE_RULES[spec.storage].shaped
-                    else None
-                )
-                bits = storage_bits(spec.storage, len(names), *experts.param_counts, shapes=shapes)
-                rows.append(make_row(method.label, hparams_key(method.hparams), AVERAGE,
-                                     "test", "storage_gbit", bits / 1e9))  # fmt: skip
-                _log(ctx, method, rows)
-                yield method.key, rows
+        """Yield ``(method key, rows)`` as each method finishes."""
+        from experiments.pipelines import task_vector_run
 
-    @staticmethod
-    def _with_tall_lambdas(
-        method: Method, methods: Sequence[Method], evaluate: Any, names: Sequence[str]
-    ) -> Method:
-        """``method`` with ``lam`` = the per-task lambdas TALL masks chose on val."""
-        tall = _tall_method_for(method, methods)
-        _, settings = evaluate(tall, test=False)  # memoised: free if TALL ran already
-        lams = [float(settings[name]["lam"]) for name in names]
-        source = tall.label if tall.key in {m.key for m in methods} else "own TALL selection"
-        return replace(
-            method,
-            hparams={**method.hparams, "lam": lams},
-            provenance={"lam_source": f"{source}, selected on val in this run"},
-        )
+        return task_vector_run.run(cfg, ctx)
 
     def table(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The paper-style table: one row per method, one column per task (test accuracy),
@@ -234,57 +80,3 @@ class TaskVectorPipeline:
         out["avg norm"] = norm.set_index("method").reindex(methods)["value"]
         out.index.name = "method"
         return out
-
-
-def _data_rows(make_row: Any, method: Method, context: TaskData) -> list[Row]:
-    """The examples of each task ``method`` consumed (split: where they came from) and
-    whether it saw test inputs (``test_time_adaptation``, on the average)."""
-    key = hparams_key(method.hparams)
-    used = context.examples_used()
-    rows = [
-        make_row(method.label, key, task, context.split, "examples_used", float(n))
-        for task, n in used.items()
-    ]
-    tta = float(context.split == "test")
-    return [*rows, make_row(method.label, key, AVERAGE, "test", "test_time_adaptation", tta)]
-
-
-def _fingerprint(state: Mapping[str, Tensor], keys: Sequence[str]) -> tuple[float, ...]:
-    """Sum and absolute sum of each tensor at ``keys`` (float64)."""
-    return tuple(float(t.sum()) + float(t.abs().sum()) for t in (state[k].double() for k in keys))
-
-
-def check_distinct_experts(
-    pretrained: Mapping[str, Tensor], experts: Mapping[str, Mapping[str, Tensor]],
-    names: Sequence[str],
-) -> None:  # fmt: skip
-    """Raise ``ValueError`` naming both tasks when two tasks' experts hold the same weights
-    (e.g. an expert path template that ignores the task), and when an expert equals the
-    pretrained model. Compares a fingerprint of a few float tensors first (cheap with lazy
-    checkpoints), then every tensor of the suspects."""
-    float_keys = [k for k in pretrained if torch.is_floating_point(pretrained[k])]
-    probe = float_keys[:: max(1, len(float_keys) // 4)][:4]
-    prints = {"the pretrained model": _fingerprint(pretrained, probe)}
-    states = {"the pretrained model": pretrained}
-    for name in names:
-        states[f"task {name!r}"] = experts[name]
-        prints[f"task {name!r}"] = _fingerprint(experts[name], probe)
-    seen: dict[tuple[float, ...], str] = {}
-    for who, fp in prints.items():
-        other = seen.setdefault(fp, who)
-        if other != who and all(torch.equal(states[who][k], states[other][k]) for k in float_keys):
-            raise ValueError(
-                f"the expert of {who} has the same weights as {other}: check the zoo's "
-                "expert paths (model.*) -- each task needs its own fine-tuned checkpoint"
-            )
-
-
-def _log(ctx: RunContext, method: Method, rows: list[Row]) -> None:
-    frame = pd.DataFrame([r.__dict__ for r in rows])
-    test = frame[frame.split == "test"]
-    ctx.logger.log_metrics(
-        {f"{method.label}/{r.task}/test_{r.metric}": r.value for r in test.itertuples()}
-    )
-    val = frame[(frame.split == "val") & (frame.task == AVERAGE)]
-    curve = val.pivot_table(index="hyperparameters", columns="metric", values="value", sort=False)
-    ctx.logger.log_table(f"selection/{method.key}", curve.reset_index())

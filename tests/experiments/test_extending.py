@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 
 from evaluation.protocol import Method
 from experiments.config import register_schemas
-from experiments.pipelines.task_vectors import methods_of
+from experiments.pipelines.task_vector_run import methods_of
 from merging import METHODS, merge, merge_method, merge_models
 from merging.streaming import summed
 

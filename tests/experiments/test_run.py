@@ -1,6 +1,8 @@
 """The whole path, config to result table, on a miniature sandbox (the README's run, small)."""
 
+import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import pandas as pd
 import pytest
 
 from evaluation.results import COLUMNS
+from experiments.run import GPU_NODES
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -166,9 +169,15 @@ def test_a_rerun_sweep_skips_its_finished_jobs(warm, tmp_path):
     args = ["-m", *tiny(warm, f"store_dir={tmp_path / 'done'}"),
             "method=zeroshot,weight_averaging", f"hydra.sweep.dir={tmp_path}/sweep"]  # fmt: skip
     assert run(*args).returncode == 0
-    again = run(*args)
+    again = subprocess.run([sys.executable, "-X", "importtime", *command(*args)[1:]], cwd=ROOT,
+                           env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0
     assert again.stdout.count("resumed: reused the finished rows") == 2
+    assert again.stdout.count("nothing left to compute") == 2
+    imported = re.findall(r"\|\s*([\w.]+)$", again.stderr, re.M)
+    assert "pandas" in imported
+    if not any(glob.glob(pattern) for pattern in GPU_NODES):  # device=auto asks torch there
+        assert "torch" not in imported  # complete jobs import no torch, zoo or method
 
 
 def test_two_methods_with_one_label_are_refused_before_compute(tmp_path):

@@ -11,7 +11,9 @@ import yaml
 from omegaconf import OmegaConf
 
 from evaluation.results import Row
-from experiments.run import shard_plan, val_objective
+from experiments.pipelines.task_vectors import TaskVectorPipeline
+from experiments.run import dependencies, unit_key, val_objective
+from experiments.shards import shard_plan
 from experiments.store import ResultStore
 from tests.experiments.test_run import ENV, ROOT, TINY, command, run
 
@@ -60,20 +62,61 @@ def test_val_objective_with_per_task_selection_picks_each_tasks_best_val_accurac
     assert val_objective(rows, "per_task") == pytest.approx((60 + 40) / 2)
 
 
+METHODS = {
+    "zeroshot": {"fn": "zeroshot", "alphas": [1.0]},
+    "ta": {"fn": "task_arithmetic", "alphas": [0.1] * 10},
+    "ties": {"fn": "ties", "alphas": [0.1] * 10},
+    "tall": {"fn": "tall_masks", "search": {"lam": [0.2] * 5}, "alphas": [1.0]},
+    "cons": {"fn": "consensus", "hparams": {"lam": "from_tall_masks"}, "alphas": [0.1] * 10},
+}
+
+
+def test_the_task_vector_pipeline_declares_consensus_dependency_on_tall_masks():
+    deps = dependencies(TaskVectorPipeline(), METHODS)
+    assert deps == {"zeroshot": [], "ta": [], "ties": [], "tall": [], "cons": ["tall"]}
+    fixed = {**METHODS, "cons": {"fn": "consensus", "hparams": {"lam": 0.4}}}
+    assert dependencies(TaskVectorPipeline(), fixed)["cons"] == []  # a fixed lambda: none
+
+
+class Chain:
+    """A pipeline whose methods each depend on the one before (``b`` on ``a``, ...)."""
+
+    def depends_on(self, unit, methods):
+        order = list(methods)
+        return order[order.index(unit) - 1 : order.index(unit)]
+
+
+def test_dependencies_are_transitive_and_must_name_selected_methods():
+    assert dependencies(Chain(), dict.fromkeys("abc", {})) == {"a": [], "b": ["a"], "c": ["a", "b"]}
+
+    class Wrong(Chain):
+        def depends_on(self, unit, methods):
+            return ["tall_masks"] if unit == "b" else []
+
+    with pytest.raises(ValueError, match=r"Wrong.depends_on\('b'\) names 'tall_masks'.*method.a"):
+        dependencies(Wrong(), dict.fromkeys("ab", {}))
+
+
+def test_a_units_key_changes_with_the_methods_it_depends_on_only():
+    config = {"model": {"name": "m"}, "benchmark": {"name": "b"}, "method": METHODS}
+    deps = dependencies(TaskVectorPipeline(), METHODS)
+    key = {u: unit_key(config, u, "cpu", deps[u]) for u in METHODS}
+    other_tall = {**METHODS, "tall": {**METHODS["tall"], "search": {"lam": [0.3]}}}
+    changed = {**config, "method": other_tall}
+    assert unit_key(changed, "cons", "cpu", deps["cons"]) != key["cons"]
+    assert unit_key(changed, "ta", "cpu", deps["ta"]) == key["ta"]
+    assert unit_key(config, "ta", "cuda:1", []) == unit_key(config, "ta", "cuda", [])
+    assert unit_key(config, "ta", "cuda", []) != key["ta"]
+
+
 def test_shards_keep_consensus_with_the_tall_masks_it_depends_on():
-    methods = {
-        "zeroshot": {"fn": "zeroshot", "alphas": [1.0]},
-        "ta": {"fn": "task_arithmetic", "alphas": [0.1] * 10},
-        "ties": {"fn": "ties", "alphas": [0.1] * 10},
-        "tall": {"fn": "tall_masks", "search": {"lam": [0.2] * 5}, "alphas": [1.0]},
-        "cons": {"fn": "consensus", "hparams": {"lam": "from_tall_masks"}, "alphas": [0.1] * 10},
-    }
-    plan = shard_plan(methods, finished=(), shards=2)
-    assert sorted(u for s in plan for u in s) == sorted(methods)
+    deps = dependencies(TaskVectorPipeline(), METHODS)
+    plan = shard_plan(METHODS, finished=(), shards=2, depends_on=deps)
+    assert sorted(u for s in plan for u in s) == sorted(METHODS)
     assert any({"tall", "cons"} <= set(s) for s in plan)
-    assert all(s == sorted(s, key=list(methods).index) for s in plan)  # config order
+    assert all(s == sorted(s, key=list(METHODS).index) for s in plan)  # config order
     # finished methods are not run again, unless a method left to run depends on them
-    plan = shard_plan(methods, finished=("zeroshot", "ta", "tall"), shards=2)
+    plan = shard_plan(METHODS, finished=("zeroshot", "ta", "tall"), shards=2, depends_on=deps)
     assert sorted(u for s in plan for u in s) == ["cons", "tall", "ties"]
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from evaluation.protocol import Method
-from experiments.pipelines.task_vectors import (
+from experiments.pipelines.task_vector_run import (
     _tall_method_for,
     _with_zoo_entries,
     check_distinct_experts,
