@@ -35,6 +35,12 @@ class SandboxBenchmark(SandboxBenchmarkConfig):
             if getattr(self, key) < data.MIN_SIZE:
                 raise ValueError(f"benchmark.{key}={getattr(self, key)} must be >= {data.MIN_SIZE}")
         self._order = task_order(self.real_images, self.cache_dir, "benchmark.real_images")
+        names = [t.name for t in self._order]
+        if self.task_names is not None and list(self.task_names) != names:
+            raise ValueError(
+                f"benchmark.task_names={list(self.task_names)} is derived from real_images and "
+                f"the cache (here {names}); do not set it"
+            )
         self.real_images = str(self.real_images).lower()
         self._by_name = {t.name: t for t in self._order}
         order = [Task(t.name, t.classnames, t.templates) for t in self._order]

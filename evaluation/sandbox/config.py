@@ -2,8 +2,8 @@
 the sandbox CLIP zoo (``conf/model/sandbox_clip.yaml``: its build recipe) and the sandbox
 benchmark (``conf/base/benchmark/sandbox.yaml``, composed by ``sandbox8/14/20``: tasks,
 real or generated images, split sizes). The built objects subclass these dataclasses;
-range checks (:meth:`SandboxRecipe.check`) run when they are built. Dataclasses only:
-every run imports this module.
+range checks (:meth:`SandboxRecipe.check`) run when they are built. Dataclasses and the
+``sandbox_tasks`` config resolver only: every run imports this module.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
@@ -124,7 +124,21 @@ class SandboxBenchmarkConfig:
     n_test: int = MISSING
     real_images: Any = "auto"  # auto, true or false (a YAML bool or a string)
     cache_dir: str | None = None
+    task_names: Any = None  # derived by the config (:func:`task_names`); checked, never set
     _target_: str = "evaluation.sandbox.benchmark.SandboxBenchmark"
 
+
+def task_names(real_images: Any, cache_dir: str | None) -> list[str]:
+    """The resolved sandbox task order as names (config resolver ``sandbox_tasks``): with
+    ``real_images=auto`` it depends on what is installed, so the resolved config, and with it
+    the key under which a run's results are stored (``experiments.run.unit_key``), names the
+    tasks actually used. Raises ``SourceMissing`` for ``true`` without the data."""
+    from evaluation.sandbox.real_tasks import task_order  # numpy only, at resolution time
+
+    return [t.name for t in task_order(real_images, cache_dir, "benchmark.real_images")]
+
+
+if not OmegaConf.has_resolver("sandbox_tasks"):
+    OmegaConf.register_new_resolver("sandbox_tasks", task_names, use_cache=True)
 
 SCHEMAS = {"model/sandbox_clip": SandboxClipZooConfig, "benchmark/sandbox": SandboxBenchmarkConfig}

@@ -183,3 +183,22 @@ def test_the_zoo_is_keyed_by_its_tasks_and_pretrains_on_the_pretraining_part(cac
     (root,) = (cache / "sandbox_clip").iterdir()
     assert root.name == sz.recipe_digest(recipe, real)
     assert json.loads((root / "manifest.json").read_text())["recipe"]["tasks"] == real
+
+
+def test_stored_results_are_keyed_by_the_tasks_in_use(cache, tmp_path):
+    """``real_images=auto`` reads the same in both configs; the derived ``task_names`` (and
+    so the key of stored results) differs once the data is installed."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from experiments.run import ROOT, unit_key
+
+    def key(cache_dir):
+        with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+            cfg = compose("config", overrides=[f"cache_dir={cache_dir}", "method=[zeroshot]"])
+        assert cfg.benchmark.real_images == "auto"
+        return unit_key(OmegaConf.to_container(cfg, resolve=True), "zeroshot", "cpu")
+
+    assert key(cache) != key(tmp_path / "empty")
+    with pytest.raises(ValueError, match="task_names"):
+        bench(cache, task_names=GENERATED8)  # derived, never set
