@@ -34,6 +34,10 @@ class FinetuneRecipe:
     warmup: int = 5
     weight_decay: float = 0.01
     seed: int = 0
+    # padded tokens per forward pass: a batch runs as length-sorted micro-batches of at most
+    # this many, gradients accumulated (the same mean loss; only float rounding and the
+    # dropout draws depend on it); null: the whole batch at once
+    micro_tokens: int | None = 256
 
 
 @dataclass
@@ -59,6 +63,10 @@ class MiniLMRecipe:
                 "finetune.warmup must be in [0, steps)",
             ),
             (self.finetune.weight_decay >= 0, "finetune.weight_decay must be >= 0"),
+            (
+                self.finetune.micro_tokens is None or self.finetune.micro_tokens >= 1,
+                "finetune.micro_tokens must be >= 1 or null",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -78,6 +86,9 @@ class MiniLMZooConfig:
     revision: str | None = None  # hub revision (hub ids only)
     recipe: MiniLMRecipe = field(default_factory=MiniLMRecipe)
     autocast: str | None = None  # evaluation dtype (None: float32; bfloat16 on CPU or CUDA)
+    # evaluation and the heads' features: padded tokens per forward pass at most (texts sorted
+    # by length, at most eval.batch_size of them); results depend on it only by float rounding
+    batch_tokens: int = 512
     _target_: str = "evaluation.minilm.zoo.MiniLMZoo"
 
 

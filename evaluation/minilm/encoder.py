@@ -92,11 +92,26 @@ def pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     return out, mask
 
 
-def by_length(ids: Sequence[Sequence[int]], batch_size: int) -> Iterator[list[int]]:
-    """Indices of ``ids`` in batches of at most ``batch_size``, shortest texts first."""
+def by_length(
+    ids: Sequence[Sequence[int]], batch_size: int, max_tokens: int | None = None
+) -> Iterator[list[int]]:
+    """Indices of ``ids`` in batches, shortest texts first: at most ``batch_size`` texts and,
+    if ``max_tokens`` is given, at most ``max_tokens`` tokens once padded to the batch's
+    longest text (a text longer than ``max_tokens`` gets a batch of its own). Small batches
+    of texts of similar length waste little on padding (the cost of a forward pass is about
+    proportional to the padded tokens)."""
+    if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
+        raise ValueError(f"batch_size={batch_size}, max_tokens={max_tokens}: must be >= 1")
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    batch: list[int] = []
+    budget = max_tokens if max_tokens is not None else float("inf")
+    for i in order:
+        if batch and (len(batch) == batch_size or (len(batch) + 1) * len(ids[i]) > budget):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
 
 
 def embed(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -116,11 +131,17 @@ def autocast(device: torch.device, dtype: str | None) -> contextlib.AbstractCont
 
 @torch.no_grad()
 def embeddings(
-    model: nn.Module, ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device: str
+    model: nn.Module,
+    ids: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int,
+    device: str,
+    max_tokens: int | None = None,
 ) -> Tensor:
-    """Embeddings (N, hidden) of tokenised texts, in their order (float32, no dropout)."""
+    """Embeddings (N, hidden) of tokenised texts, in their order (float32, no dropout),
+    computed in length-sorted batches (:func:`by_length`)."""
     out = torch.empty(len(ids), model.config.hidden_size)
-    for batch in by_length(ids, batch_size):
+    for batch in by_length(ids, batch_size, max_tokens):
         x, mask = pad([ids[i] for i in batch], pad_id)
         out[batch] = embed(model, x.to(device), mask.to(device)).cpu()
     return out

@@ -20,7 +20,8 @@ Tensor = torch.Tensor
 class TextEvaluator:
     """Scores weights of one encoder with frozen per-task heads (the
     :class:`evaluation.zoo.Evaluator` protocol). ``splits[(task, split)] = (token ids,
-    labels)``."""
+    labels)``, run in length-sorted batches of at most ``batch_size`` texts and
+    ``max_tokens`` padded tokens (:func:`evaluation.minilm.encoder.by_length`)."""
 
     def __init__(
         self,
@@ -32,6 +33,7 @@ class TextEvaluator:
         batch_size: int = 256,
         device: str = "cpu",
         dtype: str | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.encoder = encoder.to(self.device).eval()
@@ -46,7 +48,7 @@ class TextEvaluator:
         self.batches = {
             key: [
                 (*pad([ids[i] for i in batch], pad_id), labels[batch])
-                for batch in by_length(ids, batch_size)
+                for batch in by_length(ids, batch_size, max_tokens)
             ]
             for key, (ids, labels) in splits.items()
         }

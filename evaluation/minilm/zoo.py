@@ -8,7 +8,13 @@ pretrained encoder's embeddings of its train split (``recipe.head``); the head i
 frozen, and the expert fine-tunes every encoder parameter through it (``recipe.finetune``:
 AdamW, no weight decay on biases and LayerNorm as in BERT's recipe, Devlin et al., NAACL
 2019; warm-up then cosine decay). "Zero-shot" is theta_0 with these heads. Only the encoder
-is merged (``param_counts = (N, N)``).
+is merged (``param_counts = (N, N)``). Data-based merge methods get the tasks' tokenised
+texts, the encoder and the frozen heads (:mod:`evaluation.minilm.task_data`).
+
+Cost: texts are tokenised once and run in length-sorted batches under a padded-token budget
+(``batch_tokens`` for evaluation; ``recipe.finetune.micro_tokens`` splits a training batch
+into micro-batches, gradients accumulated), since a forward pass costs about its padded
+tokens and the texts' lengths vary several-fold.
 
 Cache: ``<cache>/minilm/<weights digest>/`` (:class:`evaluation.cache.Manifest`), with
 ``heads/<task>-<key>.safetensors`` and ``experts/<task>-<key>.safetensors``, keyed by the
@@ -38,6 +44,7 @@ from evaluation.cache import Manifest, json_digest, locked
 from evaluation.checkpoints import LazySafetensors
 from evaluation.minilm.config import FinetuneRecipe, HeadRecipe, MiniLMZooConfig
 from evaluation.minilm.encoder import (
+    by_length,
     embed,
     embeddings,
     load_encoder,
@@ -46,10 +53,12 @@ from evaluation.minilm.encoder import (
     tokenize,
 )
 from evaluation.minilm.evaluator import TextEvaluator
+from evaluation.minilm.task_data import text_task_data
 from evaluation.real.benchmark import RealTextBenchmark
 from evaluation.schemas import check_fields
 from evaluation.training import optimise, warmup_schedule
 from evaluation.zoo import Env, Experts
+from merging.task_data import TaskData
 
 ZOO_VERSION = 1  # bump when the training procedure changes
 AUTOCASTS = (None, "bfloat16", "float16")
@@ -119,10 +128,16 @@ def finetune(
     order = torch.cat([torch.randperm(len(ids), generator=gen) for _ in range(epochs)])
 
     def step(batch: list[int]) -> Tensor:
-        x, mask = pad([ids[i] for i in batch], pad_id)
-        loss = F.cross_entropy(head(embed(model, x.to(dev), mask.to(dev))), labels[batch])
-        loss.backward()
-        return loss
+        # the batch's mean loss, accumulated over length-sorted micro-batches (less padding)
+        total = torch.zeros((), device=dev)
+        for part in by_length([ids[i] for i in batch], len(batch), recipe.micro_tokens):
+            chosen = [batch[j] for j in part]
+            x, mask = pad([ids[i] for i in chosen], pad_id)
+            logits = head(embed(model, x.to(dev), mask.to(dev)))
+            loss = F.cross_entropy(logits, labels[chosen], reduction="sum") / len(batch)
+            loss.backward()
+            total += loss.detach()
+        return total
 
     def losses() -> Iterator[Callable[[], Tensor]]:
         for s in range(recipe.steps):
@@ -176,6 +191,8 @@ class MiniLMZoo(MiniLMZooConfig):
     def __post_init__(self) -> None:
         check_fields(self, MiniLMZooConfig, "model")
         self.recipe.check()
+        if self.batch_tokens < 1:
+            raise ValueError(f"model.batch_tokens={self.batch_tokens} must be >= 1")
         if self.autocast not in AUTOCASTS:
             raise ValueError(f"model.autocast={self.autocast!r}; valid: {AUTOCASTS}")
 
@@ -221,10 +238,26 @@ class MiniLMZoo(MiniLMZooConfig):
                 batch_size,
                 env.device,
                 self.autocast,
+                self.batch_tokens,
+            )
+
+        def task_data(
+            tasks: Sequence[Task], split: str, examples: int | None, env: Env
+        ) -> TaskData:
+            ids = {t.name: self._tokenized(benchmark, t, split, tokenizer, env)[0] for t in tasks}
+            return text_task_data(
+                copy.deepcopy(model),
+                pretrained,
+                {t.name: _load_head(heads[t.name]) for t in tasks},
+                ids,
+                tokenizer.pad_token_id,
+                split,
+                examples,
+                env.device,
             )
 
         name = f"{self.name}-{root.name}"
-        return Experts(name, pretrained, experts, (n, n), evaluator)
+        return Experts(name, pretrained, experts, (n, n), evaluator, task_data=task_data)
 
     def _built(
         self,
@@ -251,10 +284,10 @@ class MiniLMZoo(MiniLMZooConfig):
         val_ids, val_labels = self._tokenized(benchmark, task, "val", tokenizer, env)
         if not have_head:
             log.info("minilm: training the %s head", task.name)
-            features = embeddings(model, ids, pad_id, 256, env.device)
+            features = embeddings(model, ids, pad_id, 256, env.device, self.batch_tokens)
             seed = _seed("head", task.name, recipe.finetune.seed)
             head = train_head(features, labels, len(task.classnames), recipe.head, seed)
-            val_features = embeddings(model, val_ids, pad_id, 256, env.device)
+            val_features = embeddings(model, val_ids, pad_id, 256, env.device, self.batch_tokens)
             val = head_accuracy(head, val_features, val_labels)
             with manifest.writing(head_name, task=task.name, val_accuracy=val) as tmp:
                 _save_head(head, tmp)
@@ -267,7 +300,9 @@ class MiniLMZoo(MiniLMZooConfig):
         )
         tuned = copy.deepcopy(model).eval()
         tuned.load_state_dict(state)
-        val = head_accuracy(head, embeddings(tuned, val_ids, pad_id, 256, env.device), val_labels)
+        val = head_accuracy(
+            head, embeddings(tuned, val_ids, pad_id, 256, env.device, self.batch_tokens), val_labels
+        )
         with manifest.writing(expert_name, task=task.name, head=head_key, val_accuracy=val) as tmp:
             save_file(state, str(tmp))
         return head_name, expert_name

@@ -1,6 +1,7 @@
 """The MiniLM regime end to end, offline, on the stand-ins: ``python -m experiments.run
 model=minilm benchmark=text_real8 ...`` (run as ``__main__`` in this process) trains the
-heads and experts, merges with the task-vector methods, selects on val and scores on test;
+heads and experts, merges with the task-vector methods (the data-based ones on the zoo's
+task data), selects on val and scores on test;
 ``python -m experiments.task_vector_stats`` then reads the same cached experts."""
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ BENCHMARK = [
 @pytest.mark.filterwarnings("ignore:text task")
 def test_run_then_task_vector_statistics(patched_sources, tmp_path, monkeypatch, capsys):
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
-    methods = "[zeroshot,finetuned,weight_averaging,task_arithmetic,ties,tall_masks,consensus,emr]"
+    methods = (
+        "[zeroshot,finetuned,weight_averaging,task_arithmetic,ties,tall_masks,consensus,emr,"
+        "regmean,fisher]"
+    )
     command = [
         "experiments.run",
         "model=minilm",
@@ -51,6 +55,8 @@ def test_run_then_task_vector_statistics(patched_sources, tmp_path, monkeypatch,
         "progress=false",
         "logger=none",
         "protocol.alphas=[0.5,1.0]",
+        "method.regmean.hparams.examples=6",
+        "method.fisher.hparams.examples=6",
         f"store_dir={tmp_path / 'store'}",
         f"hydra.run.dir={run_dir}",
     ]
@@ -69,6 +75,8 @@ def test_run_then_task_vector_statistics(patched_sources, tmp_path, monkeypatch,
         "TALL mask + TA",
         "Consensus TA",
         "EMR-Merging",
+        "RegMean",
+        "Fisher merging",
     } <= set(test.method)
     val = rows[(rows.split == "val") & (rows.method == "Task arithmetic") & (rows.task == AVERAGE)]
     assert {json.loads(h)["alpha"] for h in val.hyperparameters} == {0.5, 1.0}
