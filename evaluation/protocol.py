@@ -214,8 +214,11 @@ def evaluate_method(
         return outputs[i]
 
     def normalised(split: str, scores: Scores) -> Scores:
-        """``100 * acc / expert acc`` per task (0 where the expert scores 0)."""
-        ref = expert[split] if expert is not None else scores
+        """``100 * acc / expert acc`` per task (0 where the expert scores 0); the experts
+        themselves: 100 by definition (also where an expert scores 0)."""
+        if expert is None:
+            return dict.fromkeys(scores, 100.0)
+        ref = expert[split]
         return {t: 100.0 * v / ref[t] if ref[t] else 0.0 for t, v in scores.items()}
 
     def rows_for(setting: Mapping[str, Any], split: str, scores: Scores) -> list[Row]:

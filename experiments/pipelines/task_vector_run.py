@@ -170,7 +170,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> Iterator[tuple[str, list[Row]]]:
             context = None
             if DATA in spec.needs:
                 context = experts.task_data(tasks, *data_request(method), ctx.env)
-            rows, _ = evaluate(method, on_point=bar.update, context=context)
+            own = {"expert": None} if method.fn == "finetuned" else {}  # 100 by definition
+            rows, _ = evaluate(method, on_point=bar.update, context=context, **own)
             if context is not None:
                 rows += _data_rows(make_row, method, context)
             shapes = (
