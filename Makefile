@@ -6,10 +6,8 @@ STAMP := $(VENV)/.mergelab-installed
 
 .PHONY: run test lint data
 
-# one torch thread unless OMP_NUM_THREADS says otherwise: the experts (and so the table) are
-# deterministic for a given thread count, and the README's table was made with one
 run: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m experiments.run $(ARGS)
+	$(BIN)/python -m experiments.run $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)

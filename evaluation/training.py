@@ -9,13 +9,28 @@ al., ICML 2024) or linearly ``(steps - s) / (steps - warmup)``.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 DECAYS = ("cosine", "linear")
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the previous count.
+    Training on the CPU is deterministic for a given thread count but not across counts
+    (reductions are split differently), so a zoo built under a pin is the same bits on
+    every machine whatever ``OMP_NUM_THREADS`` says."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def warmup_schedule(warmup: float, steps: int, decay: str = "cosine") -> Callable[[int], float]:

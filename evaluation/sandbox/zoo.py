@@ -52,10 +52,12 @@ from evaluation.sandbox.data import DATA_VERSION, stable_seed
 from evaluation.sandbox.real_tasks import SandboxTask, draw, real_tasks
 from evaluation.sandbox.tasks import GENERATORS, IMAGE_SIZE
 from evaluation.schemas import check_fields
-from evaluation.training import optimise, warmup_schedule
+from evaluation.training import optimise, pinned_threads, warmup_schedule
 from evaluation.zoo import Env, Experts
 
 RECIPE_VERSION = 2  # bump when the build procedure changes
+BUILD_THREADS = 1  # torch threads of pretraining and fine-tuning, whatever the process has:
+# the zoo (and the README's table) is then the same on every machine; evaluation uses them all
 Tensor = torch.Tensor
 log = logging.getLogger(__name__)
 preprocess = functools.partial(normalise, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
@@ -271,7 +273,8 @@ class SandboxClipZoo(SandboxClipZooConfig):
             manifest = Manifest(root, _manifest_recipe(recipe, names), "sandbox zoo")
             if not manifest.trusted("pretrained.safetensors"):
                 log.info("sandbox_clip: pretraining on %s into %s", ", ".join(names), root)
-                pretrain(model, self.tokenizer, recipe, order, env.progress)
+                with pinned_threads(BUILD_THREADS):
+                    pretrain(model, self.tokenizer, recipe, order, env.progress)
                 with manifest.writing("pretrained.safetensors") as tmp:
                     save_file(model.state_dict(), str(tmp))
             model.load_state_dict(load_file(root / "pretrained.safetensors"))
@@ -282,7 +285,10 @@ class SandboxClipZoo(SandboxClipZooConfig):
                 if not self._trusted(manifest, name, pretrained_sha):
                     log.info("sandbox_clip: fine-tuning the %s expert", task.name)
                     train = benchmark.load_split(task, "train", env.cache_dir)
-                    state = finetune(model, self.tokenizer, generator, recipe, train, env.progress)
+                    with pinned_threads(BUILD_THREADS):
+                        state = finetune(
+                            model, self.tokenizer, generator, recipe, train, env.progress
+                        )
                     record = {"task": task.name, "n_train": benchmark.n_train}
                     with manifest.writing(name, pretrained=pretrained_sha, **record) as tmp:
                         save_file(state, str(tmp))
