@@ -101,7 +101,9 @@ def test_errors_name_the_key(patched_sources, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="model.recipe.max_length"):
         MiniLMZoo(name="minilm", pretrained="minilm", recipe={"max_length": "long"})
     zoo = MiniLMZoo(name="minilm", pretrained="minilm", recipe=RECIPE)
-    sandbox = SandboxBenchmark(name="sandbox2", num_tasks=2, n_train=100, n_test=100)
+    sandbox = SandboxBenchmark(  # generated tasks: the user's cache is not read
+        name="sandbox2", num_tasks=2, n_train=100, n_test=100, real_images="false"
+    )
     with pytest.raises(ValueError, match="'sandbox2' is not one \\(choose benchmark=text_real8\\)"):
         zoo.load(sandbox, sandbox.tasks(), Env(tmp_path))
     gone = dataclasses.replace(patched_sources["minilm"], root=str(tmp_path / "none"))
