@@ -249,8 +249,9 @@ def compare(
         f"# {method} against baselines: {model}",
         "",
         "Test accuracy averaged over tasks (%), absolute and normalised: mean ± standard "
-        f"deviation over seeds ({', '.join(seeds)}); paper: Wang et al., ICML 2024 "
-        "(results/reference/tall_masks_vision.csv); differences of means.",
+        f"deviation over seeds ({', '.join(seeds)}); paper: the published number where known "
+        "(Wang et al., ICML 2024, results/reference/tall_masks_vision.csv; '-' elsewhere); "
+        "differences of means.",
     ]
     for benchmark in benchmarks:
         here = stats[stats.benchmark == benchmark]
@@ -272,7 +273,8 @@ def compare(
     lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in figures]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "compare.md", "\n".join(lines) + "\n")
-    numbers = stats[stats.benchmark.isin(benchmarks)].drop(columns=["fn"])
+    compared = stats.benchmark.isin(benchmarks) & stats.row.isin(chosen)  # the tables' rows
+    numbers = stats[compared].drop(columns=["fn"])
     atomic_write_text(out / "compare.csv", numbers.to_csv(index=False))
     run = {"run_dir": out, "name": f"compare-{model}-{_slug(method)}",
            "config": {"method": method, "model": model, "benchmarks": list(benchmarks),
@@ -287,7 +289,8 @@ def compare(
         failed = False
     finally:
         logger.finish(failed=failed)
-    print(f"written: {out / 'compare.md'}, {out / 'compare.csv'}, {len(figures)} plots")
+    logged = f"; W&B ({wandb_mode}) run in {out / 'wandb'}" if logger_kind == "wandb" else ""
+    print(f"written: {out / 'compare.md'}, {out / 'compare.csv'}, {len(figures)} plots{logged}")
     return tables
 
 
