@@ -442,8 +442,9 @@ def main() -> None:
     header = [
         f"Merge methods on random ViT-B/32 image-encoder task vectors ({numel / 1e6:.1f}M float32 "
         "parameters each), read lazily from safetensors files; one fresh process per method.",
-        f"Machine: {os.cpu_count()} cores, load average {load()} when this started (shared "
-        f"with other jobs: timings are noisy). Threads pinned per method: "
+        f"Machine: {os.cpu_count()} cores, load average {load()} when this started "
+        "(above the thread count: other jobs share the cores and timings are noisy). "
+        "Threads pinned per method: "
         f"torch.set_num_threads({args.threads}), "
         + ", ".join(f"{v}={args.threads}" for v in THREAD_VARIABLES)
         + ". Flattened TIES thresholds one row "
