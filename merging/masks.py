@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from merging.streaming import TaskVectors
+from merging.streaming import TaskVectors, masked
 
 Tensor = torch.Tensor
 
@@ -84,7 +84,7 @@ class MaskedVector(Mapping[str, Tensor]):
         x = self.vector[key]
         if key not in self.masks:
             return x
-        x = x * unpack_mask(self.masks[key], key).to(x.device)  # masked out: +-0.0
+        x = masked(x, unpack_mask(self.masks[key], key).to(x.device))  # masked out: +-0.0
         if self.scale != 1.0:
             x.mul_(self.scale)  # x is fresh: the product above
         return x if self.dtypes is None else x.to(self.dtypes[key])

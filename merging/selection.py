@@ -76,11 +76,26 @@ class TopK:
         keep = bits > self.threshold
         quota = self.quotas.get(key, 0)
         if quota:
-            tie = (bits == self.threshold).flatten()
-            if quota < self.ties[key]:
-                tie[tie.nonzero()[quota:, 0]] = False
-            keep |= tie.view(keep.shape)
+            keep.view(-1)[self._kept_ties(key, bits)] = True
         return keep
+
+    def trim(self, key: str, values: Tensor, out: Tensor) -> Tensor:
+        """``values * mask(key, values)`` (float32) written into ``out``, dropped entries
+        +0.0: one ``hardshrink`` pass at the threshold (it keeps ``|x| > threshold``, the
+        same comparison as the bits), then the key's quota of tied entries."""
+        values = values.to(torch.float32)
+        if self.threshold < 0:
+            return out.copy_(values)
+        torch.ops.aten.hardshrink.out(values, _bits_value(self.threshold), out=out)
+        if self.quotas.get(key, 0):
+            tied = self._kept_ties(key, magnitude_bits(values))
+            out.view(-1)[tied] = values.reshape(-1)[tied]
+        return out
+
+    def _kept_ties(self, key: str, bits: Tensor) -> Tensor:
+        """Flat indices of the entries of ``key`` equal to the threshold that are kept: the
+        first ``quotas[key]`` of them."""
+        return (bits.reshape(-1) == self.threshold).nonzero()[: self.quotas[key], 0]
 
 
 def _top_bin(hist: Tensor, n: int) -> tuple[int, int]:

@@ -177,10 +177,12 @@ def pretrain(
     progress: bool,
 ) -> None:
     """Contrastive pretraining of ``model`` on captioned images of every task of ``tasks``
-    (real ones from their pretraining part)."""
+    (real ones from their pretraining part), on the device of ``model``'s parameters (the
+    zoo builds on the CPU; ``benchmarks/sandbox_recipe.py`` may use a GPU)."""
     p = recipe.pretrain
+    device = next(model.parameters()).device
     captions, first, count = _captions(tasks)
-    tokens = tokenizer(captions)
+    tokens = tokenizer(captions).to(device)
     images, classes, offset = [], [], 0
     for task in tqdm(tasks, desc="sandbox_clip pretraining data", disable=not progress):
         seed = stable_seed("pretrain", task.name, recipe.seed)
@@ -196,10 +198,10 @@ def pretrain(
     def loss_fn(idx: Tensor) -> Tensor:
         c = cls[idx]
         pick = (torch.rand(len(idx), generator=gen) * count[c]).long()
-        img = F.normalize(model.encode_image(preprocess(x[idx])), dim=-1)
-        txt = F.normalize(model.encode_text(tokens[first[c] + pick]), dim=-1)
+        img = F.normalize(model.encode_image(preprocess(x[idx].to(device))), dim=-1)
+        txt = F.normalize(model.encode_text(tokens[(first[c] + pick).to(device)]), dim=-1)
         logits = model.logit_scale.exp() * img @ txt.T
-        same = (c[:, None] == c[None, :]).float()
+        same = (c[:, None] == c[None, :]).float().to(device)
         target = same / same.sum(1, keepdim=True)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
@@ -224,20 +226,22 @@ def finetune(
     progress: bool,
 ) -> dict[str, Tensor]:
     """State of ``model.visual`` fine-tuned on ``train`` = (images, labels) of ``task``,
-    its zero-shot head frozen."""
+    its zero-shot head frozen, on the device of ``model``'s parameters; returned on the CPU."""
     images, labels = train
-    head = zeroshot_head(model, tokenizer, task.classnames, task.templates, task.name)
+    device = next(model.parameters()).device
+    head = zeroshot_head(model, tokenizer, task.classnames, task.templates, task.name).to(device)
     visual = copy.deepcopy(model.visual).train()
 
     def loss_fn(idx: Tensor) -> Tensor:
-        return F.cross_entropy(head(visual(preprocess(images[idx]))), labels[idx])
+        logits = head(visual(preprocess(images[idx].to(device))))
+        return F.cross_entropy(logits, labels[idx].to(device))
 
     _train(
         list(visual.parameters()), recipe.finetune, len(labels), loss_fn,
         stable_seed("finetune", task.name, recipe.seed), f"sandbox_clip expert {task.name}",
         progress,
     )  # fmt: skip
-    return {k: v.detach().contiguous() for k, v in visual.state_dict().items()}
+    return {k: v.detach().cpu().contiguous() for k, v in visual.state_dict().items()}
 
 
 @dataclasses.dataclass

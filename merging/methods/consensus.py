@@ -11,7 +11,7 @@ import torch
 from merging.methods.tall_masks import streamed_tall_masks
 from merging.options import fraction, per_task
 from merging.registry import merge_method
-from merging.streaming import TaskVectors
+from merging.streaming import TaskVectors, masked
 
 Tensor = torch.Tensor
 TALL_MASKS_OPTIONS = {
@@ -82,5 +82,5 @@ def consensus(
         for m in masks:
             votes += m
         # mtl * 1{votes >= k} (a dropped negative entry becomes -0.0, equal to 0)
-        out[key] = tvs.finish(key, mtl.mul_(votes >= k))
+        out[key] = tvs.finish(key, masked(mtl, votes >= k))
     return {key: out[key] if tvs.is_float(key) else tvs.raw(0, key) for key in tvs.keys}

@@ -5,7 +5,7 @@ import torch
 
 from merging.masks import MaskedVector, PackedMask, pack_mask
 from merging.registry import merge_method
-from merging.streaming import TaskVectors, summed
+from merging.streaming import TaskVectors, masked, summed
 
 Tensor = torch.Tensor
 
@@ -49,7 +49,8 @@ def emr(tvs: TaskVectors) -> list[MaskedVector]:
             continue
         taus = tvs.tensors(key)
         gamma = (summed(taus) > 0).float().mul_(2).sub_(1)  # +1 where the sum is > 0, else -1
-        eps, buffer = torch.zeros_like(taus[0]), torch.empty_like(taus[0])
+        eps, buffer, product = (torch.empty_like(taus[0]) for _ in range(3))
+        eps.zero_()
         masks = []
         for t, x in enumerate(taus):
             m = torch.mul(x, gamma, out=buffer) > 0
@@ -57,10 +58,10 @@ def emr(tvs: TaskVectors) -> list[MaskedVector]:
             magnitude = torch.abs(x, out=buffer)
             if x.numel():
                 total[t] += magnitude.mean(dtype=torch.float64)
-            torch.maximum(eps, magnitude.mul_(m), out=eps)  # |x| >= 0: times 0 is +0.0
+            torch.maximum(eps, masked(magnitude, m, product), out=eps)  # |x| >= 0: times 0 is +0.0
         for t, m in enumerate(masks):
             if m.numel():
-                kept[t] += torch.mul(eps, m, out=buffer).mean(dtype=torch.float64)
+                kept[t] += masked(eps, m, buffer).mean(dtype=torch.float64)
             packed[t][key] = pack_mask(m, key)
         shared[key] = eps.mul_(gamma).cpu()
         dtypes[key] = tvs.meta(key)[1]

@@ -75,8 +75,7 @@ def ties_merger(
             len(taus), *taus[0].shape
         )
         for t, (s, x) in enumerate(zip(selections, taus, strict=True)):
-            v = x if values is None else values(t, key, x)
-            torch.mul(v, s.mask(key, v), out=trimmed[t])
+            s.trim(key, x if values is None else values(t, key, x), trimmed[t])
         return trimmed
 
     fill = 0.0

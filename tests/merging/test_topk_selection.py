@@ -199,3 +199,22 @@ def test_extra_entries_count_in_authors_mode_only() -> None:
     (authors,) = topk_masks(TaskVectors([tv]), 0.5, count="authors", extra_entries=4)
     assert exact.mask("a", tv["a"]).tolist() == [True, True, False, False]
     assert authors.mask("a", tv["a"]).tolist() == [True, True, True, True]  # int(4) + 1 = 5
+
+
+@pytest.mark.parametrize("count", ["exact", "authors"])
+@pytest.mark.parametrize("density", [0.05, 0.3, 0.5, 0.97, 1.0])
+def test_trim_is_the_masked_product(count: str, density: float) -> None:
+    """``TopK.trim`` (hardshrink, then the tie quota) equals ``x * mask`` in value, with
+    many ties (small integers, zeros included) spread over keys."""
+    gen = torch.Generator().manual_seed(0)
+    tv = {
+        "a": torch.randint(-3, 4, (40, 5), generator=gen).float(),
+        "b": torch.randint(-3, 4, (17,), generator=gen).float() / 2,
+        "c": torch.randn(30, generator=gen),
+    }
+    (sel,) = topk_masks(TaskVectors([tv]), density, count=count)
+    for key, x in tv.items():
+        out = torch.full_like(x, float("nan"))
+        trimmed = sel.trim(key, x, out)
+        assert trimmed is out
+        assert torch.equal(trimmed, x * sel.mask(key, x)), key
