@@ -282,6 +282,13 @@ def load() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def load_reading(threads: int) -> str:
+    """What the one-minute load average says next to the benchmark's own ``threads``."""
+    if os.getloadavg()[0] > threads + 0.5:
+        return "above the benchmark's own threads: other jobs share the cores, timings are noisy"
+    return "about the benchmark's own threads: nothing else was running"
+
+
 # ---- --spectral-before-after: the full-SVD implementations the spectral methods replaced ----
 
 
@@ -443,8 +450,7 @@ def main() -> None:
         f"Merge methods on random ViT-B/32 image-encoder task vectors ({numel / 1e6:.1f}M float32 "
         "parameters each), read lazily from safetensors files; one fresh process per method.",
         f"Machine: {os.cpu_count()} cores, load average {load()} when this started "
-        "(above the thread count: other jobs share the cores and timings are noisy). "
-        "Threads pinned per method: "
+        f"({load_reading(args.threads)}). Threads pinned per method: "
         f"torch.set_num_threads({args.threads}), "
         + ", ".join(f"{v}={args.threads}" for v in THREAD_VARIABLES)
         + ". Flattened TIES thresholds one row "

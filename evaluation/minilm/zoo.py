@@ -223,6 +223,9 @@ class MiniLMZoo(MiniLMZooConfig):
                 heads[task.name], experts[task.name] = root / head, LazySafetensors(root / expert)
         n = sum(v.numel() for v in pretrained.values())
 
+        def frozen_heads(tasks: Sequence[Task]) -> dict[str, nn.Linear]:
+            return {t.name: _load_head(heads[t.name]) for t in tasks}
+
         def evaluator(tasks: Sequence[Task], batch_size: int, env: Env) -> TextEvaluator:
             splits = {
                 (t.name, s): self._tokenized(benchmark, t, s, tokenizer, env)
@@ -232,7 +235,7 @@ class MiniLMZoo(MiniLMZooConfig):
             return TextEvaluator(
                 copy.deepcopy(model),
                 pretrained,
-                {t.name: _load_head(heads[t.name]) for t in tasks},
+                frozen_heads(tasks),
                 splits,
                 tokenizer.pad_token_id,
                 batch_size,
@@ -248,7 +251,7 @@ class MiniLMZoo(MiniLMZooConfig):
             return text_task_data(
                 copy.deepcopy(model),
                 pretrained,
-                {t.name: _load_head(heads[t.name]) for t in tasks},
+                frozen_heads(tasks),
                 ids,
                 tokenizer.pad_token_id,
                 split,

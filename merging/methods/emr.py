@@ -49,8 +49,8 @@ def emr(tvs: TaskVectors) -> list[MaskedVector]:
             continue
         taus = tvs.tensors(key)
         gamma = (summed(taus) > 0).float().mul_(2).sub_(1)  # +1 where the sum is > 0, else -1
-        eps, buffer, product = (torch.empty_like(taus[0]) for _ in range(3))
-        eps.zero_()
+        eps = torch.zeros_like(taus[0])
+        buffer, product = torch.empty_like(eps), torch.empty_like(eps)
         masks = []
         for t, x in enumerate(taus):
             m = torch.mul(x, gamma, out=buffer) > 0
