@@ -7,8 +7,11 @@ relative task-vector norm ``||tau_t|| / ||theta_0||`` (image encoder) and the pa
 cosines of the task vectors. No merged model is scored: a recipe is chosen on these
 figures, never on merged results (issue 12). Uses the zoo's own ``pretrain``/``finetune``
 (on ``--device``; a GPU run differs from the zoo's CPU build in the last bits, so the
-chosen recipe is then built and measured by the zoo itself). Generated tasks only
-(``benchmark.real_images=false``), data cached under ``--cache``.
+chosen recipe is then built and measured by the zoo itself). Generated tasks unless
+``--real-images auto|true`` (``benchmark.real_images``), data cached under ``--cache``.
+``--pretrained FILE`` starts every variant from that CLIP (a built zoo's
+``pretrained.safetensors``, of the variant's recipe) instead of pretraining: a quick
+comparison of fine-tuning settings on one zoo.
 
     python benchmarks/sandbox_recipe.py --device cuda --lrs 1e-3 5e-4 \\
         --variant base= --variant long=pretrain.steps=2400 \\
@@ -32,6 +35,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from safetensors.torch import load_file
 
 from evaluation.cache import cache_root
 from evaluation.clip.heads import zeroshot_head
@@ -42,10 +46,10 @@ from experiments.task_vector_stats import task_vector_stats
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def _compose(recipe_overrides: list[str], cache: str) -> tuple:
+def _compose(recipe_overrides: list[str], cache: str, real_images: str = "false") -> tuple:
     register_schemas()
     overrides = [
-        "model=sandbox_clip", "benchmark=sandbox8", "benchmark.real_images=false",
+        "model=sandbox_clip", "benchmark=sandbox8", f"benchmark.real_images={real_images}",
         f"cache_dir={cache or 'null'}", *[f"model.recipe.{o}" for o in recipe_overrides],
     ]  # fmt: skip
     with initialize_config_dir(str(CONF), version_base=None):
@@ -67,16 +71,27 @@ def _accuracy(model, tokenizer, task, visual_state, images, labels, device) -> f
 
 
 def run_variant(
-    name: str, overrides: list[str], lrs: list[float], cache: str, device: str, out: Path
+    name: str,
+    overrides: list[str],
+    lrs: list[float],
+    cache: str,
+    device: str,
+    out: Path,
+    threads: int = 1,
+    real_images: str = "false",
+    pretrained: Path | None = None,
 ) -> list:
-    """Pretrain once, fine-tune every task at every lr; one result dict per lr, each also
-    appended to ``out`` (JSON lines) as soon as it is known."""
-    torch.set_num_threads(1)
-    zoo, benchmark = _compose(overrides, cache)
+    """Pretrain once (or load ``pretrained``), fine-tune every task at every lr; one result
+    dict per lr, each also appended to ``out`` (JSON lines) as soon as it is known."""
+    torch.set_num_threads(threads)
+    zoo, benchmark = _compose(overrides, cache, real_images)
     recipe, tok = zoo.recipe, zoo.tokenizer
     start = time.perf_counter()
     model = sandbox.build_model(recipe, tok.vocab_size).to(device)
-    sandbox.pretrain(model, tok, recipe, benchmark.task_order(), progress=False)
+    if pretrained:
+        model.load_state_dict(load_file(pretrained, device=device))
+    else:
+        sandbox.pretrain(model, tok, recipe, benchmark.task_order(), progress=False)
     pretrain_s = time.perf_counter() - start
     theta0 = {k: v.detach().cpu().clone() for k, v in model.visual.state_dict().items()}
     tasks = benchmark.tasks()
@@ -134,6 +149,9 @@ def main() -> None:
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-3])
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    p.add_argument("--real-images", default="false", choices=["false", "auto", "true"])
+    p.add_argument("--pretrained", type=Path, help="skip pretraining: this CLIP's weights")
     p.add_argument("--cache", default=None, help="cache root (default: the run config's)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
@@ -144,11 +162,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     jsonl = args.out / "recipes.jsonl"
     # draw the benchmark's data once before the workers start (they share the cache)
-    _, bench = _compose([], args.cache)
+    _, bench = _compose([], args.cache, args.real_images)
     for t in bench.tasks():
         for split in ("train", "test"):
             bench.load_split(t, split, cache_root(args.cache))
-    print(f"device {args.device}, {args.jobs} jobs, 1 torch thread each", flush=True)
+    print(f"device {args.device}, {args.jobs} jobs, {args.threads} torch threads each", flush=True)
     header = ("| variant | overrides | ft lr | zero-shot avg | expert avg | expert min | "
               "rel. norm | cosine min / mean / max | theta_0 norm | pretrain + fine-tune s |\n"
               "|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
@@ -157,7 +175,18 @@ def main() -> None:
         args.jobs, mp_context=multiprocessing.get_context("spawn")
     ) as pool:
         futures = {
-            pool.submit(run_variant, n, o, args.lrs, args.cache, args.device, jsonl): n
+            pool.submit(
+                run_variant,
+                n,
+                o,
+                args.lrs,
+                args.cache,
+                args.device,
+                jsonl,
+                args.threads,
+                args.real_images,
+                args.pretrained,
+            ): n  # fmt: skip
             for n, o in variants.items()
         }
         for f in concurrent.futures.as_completed(futures):
