@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 
 Tensor = torch.Tensor
@@ -187,6 +188,22 @@ class TaskVectors:
         return outs
 
 
+BLOCK = 1 << 18
+"""Elements per block of the blocked elementwise passes (1 MiB of float32). A chain of
+eager torch ops over a whole key streams every operand from memory once per op (keys and
+their temporaries reach tens of MB per task); over one block at a time, the operands of
+the whole chain stay in the CPU's cache, and the per-op dispatch (microseconds) is still
+small next to a block's work. Elementwise results do not depend on the blocking. (TALL
+masks' rule, 20 tasks, one thread, here: 0.7-0.8 ns per value with this block, 0.9 with
+4x larger, 1.3 with 4x smaller.)"""
+
+
+def blocks(n: int, size: int = BLOCK) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)``, ``size`` elements each (the last one shorter)."""
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
 class Scratch:
     """Named flat buffers reused from key to key: ``scratch(name, n, dtype, device)`` is the
     first ``n`` entries of the buffer ``name`` (grown when too small; contents undefined).
@@ -206,19 +223,39 @@ class Scratch:
 def masked(x: Tensor, mask: Tensor, out: Tensor | None = None) -> Tensor:
     """``x * mask`` for a boolean ``mask`` of ``x``'s shape (entries masked out become +-0.0,
     as in the product), written into ``out`` (``x``'s shape and dtype, not ``x`` itself;
-    fresh if None). The mask is first copied into ``out`` as 0/1 floats and then multiplied,
-    the same bits as ``x * mask`` but about 3x faster on the CPU, where ``mul`` promotes a
-    boolean operand element by element."""
+    fresh if None). Block by block (:func:`blocks`), the mask's bytes (0 or 1) are copied
+    into ``out`` as floats and then multiplied: the same bits as ``x * mask``, but torch's
+    CPU kernels promote a boolean operand element by element (``x * mask`` about 0.8 ns
+    per element, a bool-to-float copy 0.6 ns, a uint8 one 0.08 ns; one thread, here)."""
     if out is None:
         out = torch.empty_like(x)
     elif out.data_ptr() == x.data_ptr():
         raise ValueError("masked: out must not be x")
-    return out.copy_(mask).mul_(x)
+    if not (x.is_contiguous() and mask.is_contiguous() and out.is_contiguous()):
+        return out.copy_(mask.to(torch.uint8)).mul_(x)
+    flat_x, flat_mask, flat_out = x.view(-1), mask.view(torch.uint8).view(-1), out.view(-1)
+    for b in blocks(x.numel()):
+        flat_out[b].copy_(flat_mask[b]).mul_(flat_x[b])
+    return out
+
+
+def compare(a: Tensor, b: Tensor | float, strict: bool, out: Tensor) -> Tensor:
+    """``a > b`` (``strict``) or ``a >= b`` into the boolean ``out``. On the CPU through
+    numpy, whose comparisons write booleans about 5x faster than torch's (0.1 vs 0.5 ns
+    per element, one thread, here); the same results, NaN comparing false."""
+    if a.device.type != "cpu":
+        return (torch.gt if strict else torch.ge)(a, b, out=out)
+    b = b.numpy() if isinstance(b, Tensor) else b
+    (np.greater if strict else np.greater_equal)(a.numpy(), b, out=out.numpy())
+    return out
 
 
 def summed(taus: list[Tensor]) -> Tensor:
-    """``sum_t tau_t``, accumulated in place (no (T, ...) stack)."""
-    out = taus[0].clone()
-    for x in taus[1:]:
+    """``sum_t tau_t``, accumulated in place (no (T, ...) stack), from ``tau_1 + tau_2``
+    (the same bits as a copy of ``tau_1`` plus ``tau_2``, one pass fewer)."""
+    if len(taus) == 1:
+        return taus[0].clone()
+    out = torch.add(taus[0], taus[1])
+    for x in taus[2:]:
         out += x
     return out

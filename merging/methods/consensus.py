@@ -11,7 +11,7 @@ import torch
 from merging.methods.tall_masks import streamed_tall_masks
 from merging.options import fraction, per_task
 from merging.registry import merge_method
-from merging.streaming import TaskVectors, masked
+from merging.streaming import TaskVectors, compare, masked
 
 Tensor = torch.Tensor
 TALL_MASKS_OPTIONS = {
@@ -81,6 +81,7 @@ def consensus(
         votes = torch.zeros(mtl.shape, dtype=count, device=mtl.device)
         for m in masks:
             votes += m
+        keep = compare(votes, k, strict=False, out=torch.empty_like(votes, dtype=torch.bool))
         # mtl * 1{votes >= k} (a dropped negative entry becomes -0.0, equal to 0)
-        out[key] = tvs.finish(key, masked(mtl, votes >= k))
+        out[key] = tvs.finish(key, masked(mtl, keep))
     return {key: out[key] if tvs.is_float(key) else tvs.raw(0, key) for key in tvs.keys}

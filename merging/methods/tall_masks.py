@@ -12,7 +12,7 @@ from merging.masks import MaskedVector, masked_multitask
 from merging.methods.ties import check_ties_options, ties_merger
 from merging.options import COMPARISONS, choice, per_task
 from merging.registry import merge_method
-from merging.streaming import TaskVectors, summed
+from merging.streaming import Scratch, TaskVectors, blocks, compare, summed
 
 Tensor = torch.Tensor
 Merger = Callable[[str, list[Tensor]], Tensor]
@@ -46,16 +46,22 @@ def tall_masks_rule(
     lams: Sequence[float], comparison: str = "inclusive"
 ) -> Callable[[str, list[Tensor], Tensor], list[Tensor]]:
     """``m_t = 1{|tau_t| >= lam_t * |tau_MTL - tau_t|}`` for every task ``t``, or with ``>``
-    (``comparison="strict"``, the authors' code). Both sides are computed in two buffers
-    reused for every task (the same operations, so the same bits, as the formula)."""
-    compare = torch.ge if choice("comparison", comparison, COMPARISONS) == "inclusive" else torch.gt
+    (``comparison="strict"``, the authors' code). Block by block (:func:`blocks`, so the
+    five ops per task run in cache), both sides computed in two reused buffers: the same
+    operations, so the same bits, as the formula."""
+    strict = choice("comparison", comparison, COMPARISONS) == "strict"
+    scratch = Scratch()
 
     def rule(key: str, taus: list[Tensor], mtl: Tensor) -> list[Tensor]:
-        size, distance = torch.empty_like(mtl), torch.empty_like(mtl)
-        masks = []
-        for lam, x in zip(lams, taus, strict=True):
-            torch.sub(mtl, x, out=distance).abs_().mul_(lam)
-            masks.append(compare(torch.abs(x, out=size), distance))
+        masks = [torch.empty(mtl.shape, dtype=torch.bool, device=mtl.device) for _ in taus]
+        flat_mtl, flat = mtl.reshape(-1), [x.reshape(-1) for x in taus]
+        for b in blocks(mtl.numel()):
+            size, distance = (
+                scratch(name, b.stop - b.start, mtl.dtype, mtl.device) for name in ("size", "dist")
+            )
+            for lam, x, m in zip(lams, flat, masks, strict=True):
+                torch.sub(flat_mtl[b], x[b], out=distance).abs_().mul_(lam)
+                compare(torch.abs(x[b], out=size), distance, strict, out=m.view(-1)[b])
         return masks
 
     return rule

@@ -3,17 +3,22 @@ NeurIPS 2023)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
 from merging.options import TOPK_COUNTS, ZERO_SIGNS, choice, fraction, non_negative_int
 from merging.registry import merge_method
 from merging.selection import Values, topk_masks
-from merging.streaming import Scratch, TaskVectors
+from merging.streaming import Scratch, TaskVectors, blocks
 
 Tensor = torch.Tensor
 AGGREGATIONS = ("mean", "sum")
+_MERGE_BLOCK = 1 << 22
+"""Values (of all tasks together) per block of the disjoint merge: 16 MiB of float32, in
+the CPU's last-level cache; per key, its six passes over the (tasks x block) values run
+there instead of over (tasks x key) in memory. 1.5 ns per value, against 1.8 for blocks
+of 1 MiB (the per-op dispatch weighs) and 2.1 for 64 MiB (20 tasks, one thread, here)."""
 
 
 def disjoint_merge(trimmed: Tensor, agg: str, zero_sign: float = 0.0) -> Tensor:
@@ -69,24 +74,41 @@ def ties_merger(
 
     scratch = Scratch()
 
-    def trim(key: str, taus: list[Tensor]) -> Tensor:
-        n = len(taus) * taus[0].numel()
-        trimmed = scratch("trimmed", n, torch.float32, taus[0].device).view(
-            len(taus), *taus[0].shape
-        )
-        for t, (s, x) in enumerate(zip(selections, taus, strict=True)):
-            s.trim(key, x if values is None else values(t, key, x), trimmed[t])
-        return trimmed
+    def trimmed_blocks(key: str, taus: list[Tensor]) -> Iterator[tuple[slice, Tensor]]:
+        """``(block, trimmed)``: the trimmed values of every task in one block of the key,
+        a (T, block) scratch buffer of at most :data:`_MERGE_BLOCK` values. The block length
+        is a power of two (at least 1024): torch's ``sum(0)`` groups columns in aligned
+        chunks, so aligned blocks sum every column exactly as the whole key would."""
+        flat = [
+            (x if values is None else values(t, key, x)).to(torch.float32).reshape(-1)
+            for t, x in enumerate(taus)
+        ]
+        tied = [s.kept_ties(key, x) for s, x in zip(selections, flat, strict=True)]
+        length = 1 << max((_MERGE_BLOCK // len(taus)).bit_length() - 1, 10)
+        for block in blocks(flat[0].numel(), length):
+            size = block.stop - block.start
+            trimmed = scratch("trimmed", len(taus) * size, torch.float32, flat[0].device)
+            trimmed = trimmed.view(len(taus), size)
+            for s, x, ties_kept, row in zip(selections, flat, tied, trimmed, strict=True):
+                s.trim_block(x, block, ties_kept, row)
+            yield block, trimmed
 
     fill = 0.0
     if zero_sign == "majority":
         balance = 0
         for key in tvs.float_keys:
-            summed_signs = trim(key, tvs.tensors(key)).sum(0)
-            balance += int((summed_signs > 0).sum()) - int((summed_signs < 0).sum())
+            for _, trimmed in trimmed_blocks(key, tvs.tensors(key)):
+                summed_signs = trimmed.sum(0)
+                balance += int((summed_signs > 0).sum()) - int((summed_signs < 0).sum())
         fill = 1.0 if balance > 0 else -1.0
 
-    return lambda key, taus: disjoint_merge(trim(key, taus), agg, fill)
+    def merge(key: str, taus: list[Tensor]) -> Tensor:
+        out = torch.empty(taus[0].shape, dtype=torch.float32, device=taus[0].device)
+        for block, trimmed in trimmed_blocks(key, taus):
+            out.view(-1)[block] = disjoint_merge(trimmed, agg, fill)
+        return out
+
+    return merge
 
 
 @merge_method(

@@ -94,6 +94,54 @@ def test_large_tensor_wide_magnitude_range_and_many_ties() -> None:
         assert torch.equal(streamed_flat_mask(tv, k), reference_topk(flat, k))
 
 
+@pytest.mark.parametrize("count", ["exact", "authors"])
+@pytest.mark.parametrize(
+    "band", [(0, 0, 10**5), (2**31 - 1, 2**31 - 1, 10**5), (0, 2**31 - 1, 0), "sampled"]
+)
+def test_sampled_band_or_radix_fallback_selects_the_same(monkeypatch, count, band) -> None:
+    """The threshold is found from the entries in a band bracketing it; where the band
+    misses (forced here, both sides) or holds more entries than its limit, the radix select
+    over the whole task gives the same selection, ties included, in several tasks."""
+    import merging.selection as selection
+
+    g = torch.Generator().manual_seed(1)
+    tvs = [
+        {
+            "w": torch.randint(-6, 7, (120, 90), generator=g).float() / 3,
+            "same": torch.full((500,), 1.0),
+            "b": torch.randn(2000, generator=g),
+        }
+        for _ in range(3)
+    ]
+    expected = [
+        [sel.mask(k, tv[k]) for k in tv]
+        for sel, tv in zip(topk_masks(TaskVectors(tvs), 0.3, count=count), tvs, strict=True)
+    ]
+    if band != "sampled":
+        monkeypatch.setattr(selection, "_band", lambda sample, n, total: band)
+    for sel, tv, masks in zip(
+        topk_masks(TaskVectors(tvs), 0.3, count=count), tvs, expected, strict=True
+    ):
+        for key, mask in zip(tv, masks, strict=True):
+            assert torch.equal(sel.mask(key, tv[key]), mask), key
+        flat = torch.cat([x.flatten() for x in tv.values()])
+        if count == "exact":
+            assert torch.equal(torch.cat([m.flatten() for m in masks]), reference_topk(flat, 0.3))
+
+
+def test_sample_that_fills_keeps_every_other_entry(monkeypatch) -> None:
+    """A sample capacity far below the entries (the stride doubles several times, down
+    to one entry per key) still brackets the threshold or falls back: the same selection."""
+    import merging.selection as selection
+
+    monkeypatch.setattr(selection, "_SAMPLE_SIZE", 40)
+    g = torch.Generator().manual_seed(2)
+    tv = {f"k{i}": torch.randn(n, generator=g) * (i + 1) for i, n in enumerate([5000, 3, 900])}
+    flat = torch.cat(list(tv.values()))
+    for k in (0.01, 0.2, 0.75):
+        assert torch.equal(streamed_flat_mask(tv, k), reference_topk(flat, k))
+
+
 def test_selection_is_per_task_and_skips_non_float_entries() -> None:
     tvs = [
         {"a": torch.tensor([1.0, 5.0]), "n": torch.tensor([9, 9]), "b": torch.tensor([2.0])},
