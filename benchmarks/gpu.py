@@ -358,8 +358,8 @@ def ties_benchmark(
         lines.append(f"- fewer experts than asked ({count}): {note}")
     lines += [
         "- TIES: `merging.merge('ties', [LazySafetensors(f) ...], device=...)`, defaults "
-        "(density 0.2, disjoint mean, exact global top-k: two histogram passes + the merge "
-        "pass, each reading every file)",
+        "(density 0.2, disjoint mean, exact global top-k: a sampling pass and an exact pass "
+        "(merging/selection.py), then the merge pass, each reading every file)",
         "",
         "| what | wall (s) | GB/s of files | peak host RSS above start (MiB) | peak device (MiB) |",
         "|---|---|---|---|---|",
