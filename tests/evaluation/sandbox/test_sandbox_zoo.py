@@ -182,7 +182,7 @@ def test_the_benchmarks_training_draw_makes_other_experts(cache, monkeypatch):
 
 def test_changed_recipe_rebuilds(cache, monkeypatch):
     calls = Calls(monkeypatch)
-    zoo = tiny_zoo(finetune={"lr": 3e-4})
+    zoo = tiny_zoo(finetune={"lr": 2 * tiny_recipe()["finetune"]["lr"]})  # not the default
     load(cache, TASK_NAMES[:1], zoo=zoo)
     assert (calls.pretrain, calls.finetune) == (1, 1)
     assert len(list((cache / "sandbox_clip").iterdir())) == 2
