@@ -269,15 +269,20 @@ def _resolve_in_band(
     tie quotas in key order as :func:`_resolve`."""
     threshold = int(torch.kthvalue(values.cpu(), values.numel() - (n - above) + 1).values)
     tied_needed = n - above - int((values > threshold).sum())
-    quotas, ties = {}, {}
-    kept = n - tied_needed
-    for key, (start, stop) in spans.items():
-        tied = int((values[start:stop] == threshold).sum())
-        if tied:
-            ties[key] = tied
-            quotas[key] = min(tied, tied_needed) if earliest_ties else tied
-            tied_needed -= quotas[key]
-    return TopK(threshold, quotas, ties, kept + sum(quotas.values()), total)
+    ties = {k: int((values[i:j] == threshold).sum()) for k, (i, j) in spans.items()}
+    ties = {k: c for k, c in ties.items() if c}
+    quotas = _tie_quotas(ties, tied_needed, earliest_ties)
+    return TopK(threshold, quotas, ties, n - tied_needed + sum(quotas.values()), total)
+
+
+def _tie_quotas(ties: dict[str, int], needed: int, earliest_ties: bool) -> dict[str, int]:
+    """Per key, in key order, how many of its ``ties[key]`` entries equal to the threshold
+    are kept: the earliest up to ``needed`` in all, or every tie (the authors' count)."""
+    quotas = {}
+    for key, tied in ties.items():
+        quotas[key] = min(tied, needed) if earliest_ties else tied
+        needed -= quotas[key]
+    return quotas
 
 
 class _Store:
@@ -337,13 +342,11 @@ def _resolve(
             lo.index_add_(0, u.long(), c)
             candidates[key] = (u, c)
     low_bin, tied_needed = _top_bin(lo, in_bin)
-    quotas, ties = {}, {}
-    above = n - tied_needed
-    for key, (u, c) in candidates.items():
-        ties[key] = int(c[u == low_bin].sum())
-        quotas[key] = min(ties[key], tied_needed) if earliest_ties else ties[key]
-        tied_needed -= quotas[key]
-    return TopK((top_bin << 16) | low_bin, quotas, ties, above + sum(quotas.values()), total)
+    ties = {key: int(c[u == low_bin].sum()) for key, (u, c) in candidates.items()}
+    quotas = _tie_quotas(ties, tied_needed, earliest_ties)
+    return TopK(
+        (top_bin << 16) | low_bin, quotas, ties, n - tied_needed + sum(quotas.values()), total
+    )
 
 
 def kth_largest(

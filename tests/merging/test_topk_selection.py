@@ -113,10 +113,15 @@ def test_sampled_band_or_radix_fallback_selects_the_same(monkeypatch, count, ban
         }
         for _ in range(3)
     ]
-    expected = [
-        [sel.mask(k, tv[k]) for k in tv]
-        for sel, tv in zip(topk_masks(TaskVectors(tvs), 0.3, count=count), tvs, strict=True)
-    ]
+    with monkeypatch.context() as m:  # the reference: the radix select (the band always misses)
+        m.setattr(selection, "_band", lambda sample, n, total: (0, 0, 10**5))
+        expected = [
+            [sel.mask(k, tv[k]) for k in tv]
+            for sel, tv in zip(topk_masks(TaskVectors(tvs), 0.3, count=count), tvs, strict=True)
+        ]
+    resolved = []
+    in_band = selection._resolve_in_band
+    monkeypatch.setattr(selection, "_resolve_in_band", lambda *a: resolved.append(1) or in_band(*a))
     if band != "sampled":
         monkeypatch.setattr(selection, "_band", lambda sample, n, total: band)
     for sel, tv, masks in zip(
@@ -127,6 +132,8 @@ def test_sampled_band_or_radix_fallback_selects_the_same(monkeypatch, count, ban
         flat = torch.cat([x.flatten() for x in tv.values()])
         if count == "exact":
             assert torch.equal(torch.cat([m.flatten() for m in masks]), reference_topk(flat, 0.3))
+    if band == "sampled":
+        assert len(resolved) == len(tvs)  # every task's threshold came from its sampled band
 
 
 def test_sample_that_fills_keeps_every_other_entry(monkeypatch) -> None:
