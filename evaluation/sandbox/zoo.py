@@ -116,7 +116,8 @@ def _train(
 ) -> None:
     """Minimise ``loss_fn(batch_indices)`` over shuffled epochs of ``n_samples`` with AdamW
     and the warm-up cosine schedule (:func:`evaluation.training.optimise`); AdamW's fused
-    kernel (torch's): 10% faster per pretraining step on the CPU than its loop over tensors."""
+    kernel (torch's): 5-10% faster per step on the CPU than its loop over tensors (measured:
+    pretraining 0.204 vs 0.225 s at one thread, 0.134-0.147 vs 0.146-0.153 s at two)."""
     opt = torch.optim.AdamW(
         params, lr=schedule.lr, weight_decay=schedule.weight_decay, fused=True
     )
