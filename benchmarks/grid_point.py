@@ -154,10 +154,22 @@ def measure(name: str, visual: nn.Module, tasks: int, images: int, args) -> None
         )
 
 
+def default_batch_size() -> int:
+    """``eval.batch_size`` of ``conf/config.yaml``: what a run scores with unless overridden."""
+    import yaml
+
+    return int(yaml.safe_load((ROOT / "conf/config.yaml").read_text())["eval"]["batch_size"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--batch-size", type=int, default=256, help="eval.batch_size")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=default_batch_size(),
+        help="eval.batch_size (default: conf/config.yaml's)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; best kept")
     parser.add_argument("--sandbox-tasks", type=int, default=8)
     parser.add_argument("--sandbox-images", type=int, default=300)

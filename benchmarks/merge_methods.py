@@ -14,6 +14,7 @@ pinned in every worker: ``torch.set_num_threads(--threads)`` and OMP / OpenBLAS 
 
     python benchmarks/merge_methods.py [--tasks 8 20] [--methods ties tall_masks ...]
     python benchmarks/merge_methods.py --tasks 4 --methods ties tsv --no-flat   # quick
+    python benchmarks/merge_methods.py --tasks 20 --methods ties --no-flat --rounds 3  # medians
 
 ``--spectral-before-after`` instead times TSV-M, Iso-C and Iso-CTS against their previous
 full-SVD implementations (kept below, only here), interleaved in one process on the same
@@ -30,6 +31,7 @@ import os
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -203,6 +205,21 @@ def run_subprocess(name: str, files: list[str], limit_gib: float, args: argparse
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"exit {proc.returncode}: {tail[:120]}"}
     return json.loads(lines[-1])
+
+
+def median_row(runs: list[dict]) -> dict:
+    """One row from the fresh-process runs of one method: median wall and CPU seconds, the
+    largest peak, and the wall range in the note (the first error, if any run failed).
+    Fresh processes of the same method differ by up to 20% here (heap growth, page faults)."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    row = {k: statistics.median(r[k] for r in runs) for k in ("wall_s", "cpu_s")}
+    row.update(peak=max(r["peak"] for r in runs), base=min(r["base"] for r in runs))
+    if len(runs) > 1:
+        walls = sorted(r["wall_s"] for r in runs)
+        row["note"] = f"median of {len(runs)} runs, wall {walls[0]:.1f}-{walls[-1]:.1f} s"
+    return row
 
 
 def mem_available_gib() -> float:
@@ -426,6 +443,9 @@ def main() -> None:
         help="time TSV-M / Iso-C / Iso-CTS against their full-SVD versions instead",
     )
     p.add_argument("--repeats", type=int, default=2, help="--spectral-before-after rounds")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="fresh processes per method; rows give the median"
+    )
     p.add_argument("--out", default=str(ROOT / "results" / "merge_benchmark.md"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--files", nargs="+", help=argparse.SUPPRESS)
@@ -448,7 +468,13 @@ def main() -> None:
     by_tasks: dict[int, dict[str, dict]] = {}
     header = [
         f"Merge methods on random ViT-B/32 image-encoder task vectors ({numel / 1e6:.1f}M float32 "
-        "parameters each), read lazily from safetensors files; one fresh process per method.",
+        "parameters each), read lazily from safetensors files; "
+        + (
+            "one fresh process per method."
+            if args.rounds == 1
+            else f"{args.rounds} fresh processes per method, one after another: the median "
+            "wall and CPU time, the largest peak."
+        ),
         f"Machine: {os.cpu_count()} cores, load average {load()} when this started "
         f"({load_reading(args.threads)}). Threads pinned per method: "
         f"torch.set_num_threads({args.threads}), "
@@ -479,7 +505,12 @@ def main() -> None:
                         f"over the {limit:.1f} GiB limit"
                     }
                 else:
-                    row = run_subprocess(name, files[:tasks], limit, args)
+                    row = median_row(
+                        [
+                            run_subprocess(name, files[:tasks], limit, args)
+                            for _ in range(args.rounds)
+                        ]
+                    )
                 if name in FLAT and "error" in row:
                     row["bound"] = matrix
                 row.update(tasks=tasks, label=label)
