@@ -15,6 +15,7 @@ pinned in every worker: ``torch.set_num_threads(--threads)`` and OMP / OpenBLAS 
     python benchmarks/merge_methods.py [--tasks 8 20] [--methods ties tall_masks ...]
     python benchmarks/merge_methods.py --tasks 4 --methods ties tsv --no-flat   # quick
     python benchmarks/merge_methods.py --tasks 20 --methods ties --no-flat --rounds 3  # medians
+    python benchmarks/merge_methods.py --tasks 20 --methods ties --no-flat --rounds 3 --warm
 
 ``--spectral-before-after`` instead times TSV-M, Iso-C and Iso-CTS against their previous
 full-SVD implementations (kept below, only here), interleaved in one process on the same
@@ -119,11 +120,25 @@ def read_floor(tvs: list) -> dict:
     return out
 
 
-def run_one(name: str, files: list[str]) -> None:
+def run_one(name: str, files: list[str], warm: bool = False) -> None:
+    """Time ``name`` once; with ``warm``, after one untimed run in the same process (the heap
+    has grown to its peak: the steady state of a process that merges repeatedly)."""
     from evaluation.checkpoints import LazySafetensors
     from merging import merge
 
     tvs = [LazySafetensors(f) for f in files]
+
+    def run() -> None:
+        if name == "read":
+            read_floor(tvs)
+        elif name in FLAT:
+            {"flat_ta": flat_ta, "flat_ties": flat_ties}[name](tvs)
+        else:
+            out = merge(name, tvs)
+            read_all(out if isinstance(out, list) else [])
+
+    if warm:
+        run()
     peak, base, done = [0], rss_anon(), threading.Event()
 
     def sample() -> None:
@@ -134,13 +149,7 @@ def run_one(name: str, files: list[str]) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     start, cpu = time.perf_counter(), time.thread_time()
-    if name == "read":
-        read_floor(tvs)
-    elif name in FLAT:
-        {"flat_ta": flat_ta, "flat_ties": flat_ties}[name](tvs)
-    else:
-        out = merge(name, tvs)
-        read_all(out if isinstance(out, list) else [])
+    run()
     wall, cpu = time.perf_counter() - start, time.thread_time() - cpu
     done.set()
     sampler.join()
@@ -148,7 +157,7 @@ def run_one(name: str, files: list[str]) -> None:
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak": peak[0], "base": base}))
 
 
-def worker(name: str, files: list[str], limit_gib: float, threads: int) -> None:
+def worker(name: str, files: list[str], limit_gib: float, threads: int, warm: bool) -> None:
     """Run with an address-space limit, so a method that does not fit fails cleanly."""
     import torch
 
@@ -158,7 +167,7 @@ def worker(name: str, files: list[str], limit_gib: float, threads: int) -> None:
     soft = int((limit_gib + 4) * GIB)  # + the ~3 GiB of address space torch reserves at import
     resource.setrlimit(resource.RLIMIT_AS, (soft, soft))
     try:
-        run_one(name, files)
+        run_one(name, files, warm)
     except (MemoryError, RuntimeError) as e:
         if "memory" not in str(e).lower() and not isinstance(e, MemoryError):
             raise
@@ -192,7 +201,7 @@ def write_task_vectors(directory: Path, num_tasks: int, shapes: dict) -> list[st
 
 def run_subprocess(name: str, files: list[str], limit_gib: float, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, "--limit-gib", str(limit_gib)]
-    cmd += ["--threads", str(args.threads), "--files"]
+    cmd += ["--threads", str(args.threads), *(["--warm"] if args.warm else []), "--files"]
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(args.threads))}
     try:
         proc = subprocess.run(
@@ -446,12 +455,17 @@ def main() -> None:
     p.add_argument(
         "--rounds", type=int, default=1, help="fresh processes per method; rows give the median"
     )
+    p.add_argument(
+        "--warm",
+        action="store_true",
+        help="time each method's second run in its process (steady state: the heap has grown)",
+    )
     p.add_argument("--out", default=str(ROOT / "results" / "merge_benchmark.md"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--files", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.worker, args.files, args.limit_gib, args.threads)
+        return worker(args.worker, args.files, args.limit_gib, args.threads, args.warm)
     if args.spectral_before_after:
         return spectral_before_after(args)
 
@@ -472,8 +486,15 @@ def main() -> None:
         + (
             "one fresh process per method."
             if args.rounds == 1
-            else f"{args.rounds} fresh processes per method, one after another: the median "
-            "wall and CPU time, the largest peak."
+            else f"{args.rounds} fresh processes per method, in interleaved rounds: the "
+            "median wall and CPU time, the largest peak."
+        )
+        + (
+            " Warm: each process runs its method once untimed, then the timed run (the "
+            "steady state of a process that merges repeatedly; the baseline column then "
+            "includes the heap kept from the first run)."
+            if args.warm
+            else ""
         ),
         f"Machine: {os.cpu_count()} cores, load average {load()} when this started "
         f"({load_reading(args.threads)}). Threads pinned per method: "
@@ -491,29 +512,33 @@ def main() -> None:
     table = list(header)
     try:
         files = write_task_vectors(directory, max(args.tasks), shapes)
+        os.sync()  # written back: the timed reads do not share the disk with the writeback
+        run_subprocess("read", files, 0.6 * mem_available_gib(), args)  # page cache warm
         for tasks in sorted(args.tasks):
             rows = by_tasks.setdefault(tasks, {})
             limit = args.limit_gib or 0.6 * mem_available_gib()
             flat = [] if args.no_flat else ["flat_ta", "flat_ties"]
-            for name in ["read", *flat, *names]:
-                label = FLAT.get(name) or name
-                matrix = tasks * numel * 4  # bytes of the flattened (T, P) float32 matrix
+            order = ["read", *flat, *names]
+            runs: dict[str, list[dict]] = {name: [] for name in order}
+            for name in order:
                 need = estimate(by_tasks, name, tasks, numel * 4)
                 if need > limit * GIB:
-                    row = {
+                    runs[name].append({
                         "error": f"not run: needs about {need / GIB:.1f} GiB ({estimate.__doc__}), "
                         f"over the {limit:.1f} GiB limit"
-                    }
-                else:
-                    row = median_row(
-                        [
-                            run_subprocess(name, files[:tasks], limit, args)
-                            for _ in range(args.rounds)
-                        ]
-                    )
+                    })  # fmt: skip
+            for r in range(args.rounds):  # rounds interleaved: a slow spell hits every method
+                for name in order:
+                    if not runs[name] or "error" not in runs[name][0]:
+                        runs[name].append(run_subprocess(name, files[:tasks], limit, args))
+                        wall = runs[name][-1].get("wall_s")
+                        took = "failed" if wall is None else f"{wall:.1f} s"
+                        print(f"  round {r + 1}: {name} {took}", file=sys.stderr, flush=True)
+            for name in order:
+                row = median_row(runs[name])
                 if name in FLAT and "error" in row:
-                    row["bound"] = matrix
-                row.update(tasks=tasks, label=label)
+                    row["bound"] = tasks * numel * 4  # the flattened (T, P) float32 matrix
+                row.update(tasks=tasks, label=FLAT.get(name) or name)
                 rows[name] = row
                 table.append(fmt(row, rows["read"]))
                 print(table[-1], flush=True)

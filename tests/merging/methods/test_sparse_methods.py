@@ -12,6 +12,7 @@ import tests.merging.methods.sparse_references as ref
 from merging import merge, method_spec, pack_masks, tall_masks_of, unpack_masks
 from merging.methods.consensus import TALL_MASKS_OPTIONS
 from merging.methods.dare import drop_and_rescale
+from merging.methods.tall_masks import tall_masks_rule
 
 StateDict = dict[str, torch.Tensor]
 T = torch.tensor
@@ -201,6 +202,23 @@ def test_tall_masks_and_consensus_equal_reference(
     k = data.draw(st.integers(0, num_tasks))
     expected = ref.unflatten(mtl * (masks.sum(0) >= k), tvs[0])
     assert_state_close(merge("consensus", tvs, k=k, lam=lam, base=base), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("comparison", ["inclusive", "strict"])
+def test_tall_masks_rule_is_the_formula_bit_for_bit(dtype, comparison) -> None:
+    """float32 on the CPU runs through numpy, anything else through torch (as on a GPU):
+    both give the formula's torch result exactly, across blocks and per-task lambdas."""
+    g = torch.Generator().manual_seed(0)
+    n = (1 << 18) + 1000  # two blocks, the second one short
+    taus = [(torch.randn(n, generator=g) * 1e-3).to(dtype) for _ in range(3)]
+    taus[1][:50] = 0.0  # equal sides: |0| >= lam * |mtl - 0| only where mtl is 0 or lam 0
+    mtl = taus[0] + taus[1] + taus[2]
+    lams = [0.4, 0.23, 1.7]
+    got = tall_masks_rule(lams, comparison)("key", taus, mtl)
+    cmp = torch.gt if comparison == "strict" else torch.ge
+    for x, lam, m in zip(taus, lams, got, strict=True):
+        assert torch.equal(m, cmp(x.abs(), (mtl - x).abs() * lam))
 
 
 @settings_
