@@ -58,7 +58,7 @@ def tall_masks_rule(
     def rule(key: str, taus: list[Tensor], mtl: Tensor) -> list[Tensor]:
         masks = [torch.empty(mtl.shape, dtype=torch.bool, device=mtl.device) for _ in taus]
         flat_mtl, flat = mtl.reshape(-1), [x.reshape(-1) for x in taus]
-        if mtl.device.type == "cpu" and mtl.dtype == torch.float32:
+        if mtl.device.type == "cpu" and all(x.dtype == torch.float32 for x in [mtl, *taus]):
             sub, mul, absolute = np.subtract, np.multiply, np.abs
             cmp = np.greater if strict else np.greater_equal
             arrays, scalars = (lambda x: x.numpy()), np.float32
