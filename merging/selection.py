@@ -139,12 +139,13 @@ def topk_masks(
     """Each task's global top-``density`` fraction by magnitude (see the module docstring;
     ``count`` "exact" or "authors", ``extra_entries`` counted by "authors" only).
 
-    Reads every task vector twice, key by key (one tensor at a time): the first read checks
-    shapes, dtypes and finiteness and keeps a systematic sample (every
-    ``_SAMPLE_STRIDE``-th magnitude, at most ``_SAMPLE_SIZE`` of them: the stride doubles
-    when the sample fills), from which :func:`_band` brackets the threshold; the
-    second counts the entries above the band and collects those in it, and the threshold
-    and tie quotas follow exactly from these. A 16-bit histogram of every entry (the cost
+    Reads every task vector key by key (one tensor at a time): first a systematic sample
+    (every ``_SAMPLE_STRIDE``-th magnitude, at most ``_SAMPLE_SIZE`` of them: the stride
+    doubles when the sample fills; through :meth:`TaskVectors.strided`, so a lazy mapping
+    that can read only those entries does), from which :func:`_band` brackets the
+    threshold; then the whole of every tensor, which checks shapes, dtypes and finiteness,
+    counts the entries above the band and collects those in it, and the threshold and tie
+    quotas follow exactly from these. A 16-bit histogram of every entry (the cost
     of the radix select, ``bincount`` about 1 ns per entry here) is then needed only for a
     task whose threshold falls outside its band, or whose band holds far more entries than
     the sample predicts (many ties): two more reads of that task.
@@ -169,13 +170,17 @@ def topk_masks(
 
     samples = [_Store(_SAMPLE_SIZE, tvs.device) for _ in range(num_tasks)]
     stride, total = [_SAMPLE_STRIDE] * num_tasks, 0
-    for key in keys:  # key by key: bad input is found at its first key, in every task
+    for key in keys:
         for t in range(num_tasks):
-            v = ranked(t, key, checked=True)
-            while not samples[t].append(magnitude_bits(v[:: stride[t]])):
+            if values is None:  # only the sampled entries are read (TaskVectors.strided)
+                v = tvs.strided(t, key, stride[t])
+            else:  # the transform needs the whole tensor
+                v = ranked(t, key, checked=True)[:: stride[t]]
+            while not samples[t].append(magnitude_bits(v)):
                 samples[t].halve()  # full: every other entry, and half as many from now on
                 stride[t] *= 2
-        total += v.numel()
+                v = v[::2]  # the entries at the doubled stride
+        total += math.prod(tvs.meta(key)[0])
     exact = count == "exact"
     n = kept_count(density, total) if exact else authors_kept_count(density, total, extra)
     if n >= total:  # keep everything (also when there is nothing to keep)
@@ -188,7 +193,7 @@ def topk_masks(
         for t, band in enumerate(bands):
             if band is None:
                 continue
-            v = ranked(t, key, checked=False)
+            v = ranked(t, key, checked=True)  # key by key: bad input is found at its first key
             count_above, inside = _above_and_between(v, *band[:2], scratch)
             above[t], start = above[t] + count_above, in_band[t].size
             if not in_band[t].append(inside):  # far more than the sample predicts (ties)
@@ -201,7 +206,7 @@ def topk_masks(
         else:  # the band missed the threshold: the exact radix select over the whole task
             hist = torch.zeros(_HI_BINS, dtype=torch.int64, device=tvs.device)
             for key in keys:
-                b = bits(t, key, checked=False)
+                b = bits(t, key, checked=True)
                 high = scratch("int", b.numel(), b.dtype, b.device)
                 torch.bitwise_right_shift(b, 16, out=high)
                 hist += torch.bincount(high, minlength=_HI_BINS)

@@ -152,6 +152,17 @@ class TaskVectors:
             self._finite.add((t, key))
         return x
 
+    def strided(self, t: int, key: str, stride: int) -> Tensor:
+        """Every ``stride``-th entry of task ``t``'s flat tensor at ``key``, float32 on
+        ``device``, unchecked (a sample to rank by, never merged: the full reads check).
+        Through the mapping's own ``strided(key, stride)`` where it has one
+        (:class:`evaluation.checkpoints.LazySafetensors` reads only those entries), else
+        sliced from the whole tensor."""
+        mapping = self._tvs[t]
+        reader = getattr(mapping, "strided", None)
+        x = reader(key, stride) if callable(reader) else mapping[key].reshape(-1)[::stride]
+        return x.to(self.device, torch.float32)
+
     def tensors(self, key: str) -> list[Tensor]:
         """Every task's tensor at ``key`` (float32, on ``device``)."""
         return [self.task(t, key) for t in range(len(self))]

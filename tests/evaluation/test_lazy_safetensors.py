@@ -62,3 +62,39 @@ def test_errors_name_the_file_and_key(tmp_path: Path, state) -> None:
     path.write_bytes(path.read_bytes()[:-40])  # truncated after the header was read
     with pytest.raises(ValueError, match="truncated"):
         [lazy[k] for k in lazy]
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 127])
+def test_strided_reads_the_sampled_entries_exactly(tmp_path: Path, state, stride) -> None:
+    path = tmp_path / "m.safetensors"
+    save_file(state, str(path))
+    lazy = LazySafetensors(path)
+    for key, x in state.items():
+        got = lazy.strided(key, stride)
+        assert got.dtype == x.dtype and torch.equal(got, x.flatten()[::stride]), key
+    with pytest.raises(ValueError, match="stride"):
+        lazy.strided("w", 0)
+    with pytest.raises(KeyError, match="'missing'.*m.safetensors"):
+        lazy.strided("missing", 2)
+    path.write_bytes(path.read_bytes()[:-40])  # truncated after the header was read
+    with pytest.raises(ValueError, match="truncated"):
+        [lazy.strided(k, 1) for k in lazy]
+
+
+def test_lazy_topk_samples_only_but_selects_and_checks_like_dicts(tmp_path: Path) -> None:
+    """TIES' first pass samples through ``strided`` (no whole read): the same selection,
+    and a NaN anywhere is still found, naming the task vector and the key."""
+    g = torch.Generator().manual_seed(1)
+    tvs = [{"w": torch.randn(300, 40, generator=g), "v": torch.randn(7, generator=g)}
+           for _ in range(3)]  # fmt: skip
+    paths = [tmp_path / f"{t}.safetensors" for t in range(3)]
+    for tv, path in zip(tvs, paths, strict=True):
+        save_file(tv, str(path))
+    lazy = [LazySafetensors(p) for p in paths]
+    for density in (0.05, 0.2, 0.9):
+        a, b = merge("ties", tvs, density=density), merge("ties", lazy, density=density)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    tvs[2]["w"][123, 5] = float("nan")  # not on the sampled stride
+    save_file(tvs[2], str(paths[2]))
+    with pytest.raises(ValueError, match="'w'.*NaN"):
+        merge("ties", [LazySafetensors(p) for p in paths])
