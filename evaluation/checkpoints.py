@@ -83,10 +83,14 @@ class LazySafetensors(Mapping[str, torch.Tensor]):
                 f"file ({e}); delete it so that it is built or downloaded again"
             ) from e
 
-    def __getitem__(self, key: str) -> torch.Tensor:
+    def _entry(self, key: str) -> dict:
+        """The header entry of ``key`` (dtype, shape, byte range); ``KeyError`` naming the file."""
         if key not in self._entries:
             raise KeyError(f"key {key!r} is not in checkpoint {self.path}")
-        entry = self._entries[key]
+        return self._entries[key]
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        entry = self._entry(key)
         begin, end = entry["data_offsets"]
         data = torch.empty(end - begin, dtype=torch.uint8)
         with open(self.path, "rb") as f:
@@ -108,9 +112,7 @@ class LazySafetensors(Mapping[str, torch.Tensor]):
         shorter than its header says."""
         if stride < 1:
             raise ValueError(f"stride must be at least 1, got {stride}")
-        if key not in self._entries:
-            raise KeyError(f"key {key!r} is not in checkpoint {self.path}")
-        entry = self._entries[key]
+        entry = self._entry(key)
         begin, end = entry["data_offsets"]
         dtype: torch.dtype = entry["dtype"]
         count = (end - begin) // dtype.itemsize

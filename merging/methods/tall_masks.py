@@ -57,7 +57,6 @@ def tall_masks_rule(
 
     def rule(key: str, taus: list[Tensor], mtl: Tensor) -> list[Tensor]:
         masks = [torch.empty(mtl.shape, dtype=torch.bool, device=mtl.device) for _ in taus]
-        flat_mtl, flat = mtl.reshape(-1), [x.reshape(-1) for x in taus]
         if mtl.device.type == "cpu" and all(x.dtype == torch.float32 for x in [mtl, *taus]):
             sub, mul, absolute = np.subtract, np.multiply, np.abs
             cmp = np.greater if strict else np.greater_equal
@@ -66,7 +65,7 @@ def tall_masks_rule(
             sub, mul, absolute = torch.sub, torch.mul, torch.abs
             cmp = torch.gt if strict else torch.ge
             arrays, scalars = (lambda x: x), float
-        flat_mtl, flat = arrays(flat_mtl), [arrays(x) for x in flat]
+        flat_mtl, flat = arrays(mtl.reshape(-1)), [arrays(x.reshape(-1)) for x in taus]
         flat_masks = [arrays(m.view(-1)) for m in masks]
         for b in blocks(mtl.numel()):
             size, distance = (

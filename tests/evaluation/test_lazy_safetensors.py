@@ -90,10 +90,22 @@ def test_lazy_topk_samples_only_but_selects_and_checks_like_dicts(tmp_path: Path
     paths = [tmp_path / f"{t}.safetensors" for t in range(3)]
     for tv, path in zip(tvs, paths, strict=True):
         save_file(tv, str(path))
-    lazy = [LazySafetensors(p) for p in paths]
+
+    class Counting(LazySafetensors):  # counts whole-tensor reads
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.reads: dict[str, int] = {}
+
+        def __getitem__(self, key: str) -> torch.Tensor:
+            self.reads[key] = self.reads.get(key, 0) + 1
+            return super().__getitem__(key)
+
     for density in (0.05, 0.2, 0.9):
+        lazy = [Counting(p) for p in paths]
         a, b = merge("ties", tvs, density=density), merge("ties", lazy, density=density)
         assert all(torch.equal(a[k], b[k]) for k in a)
+        # whole reads: the exact pass and the merge (task 0 once more, for shapes and dtypes)
+        assert [c.reads for c in lazy] == [{"w": 3, "v": 3}] + [{"w": 2, "v": 2}] * 2
     tvs[2]["w"][123, 5] = float("nan")  # not on the sampled stride
     save_file(tvs[2], str(paths[2]))
     with pytest.raises(ValueError, match="'w'.*NaN"):
