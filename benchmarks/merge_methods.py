@@ -148,13 +148,17 @@ def run_one(name: str, files: list[str], warm: bool = False) -> None:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     start, cpu = time.perf_counter(), time.thread_time()
     run()
     wall, cpu = time.perf_counter() - start, time.thread_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_SELF)
     done.set()
     sampler.join()
     peak[0] = max(peak[0], rss_anon())
-    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak": peak[0], "base": base}))
+    faults, system = after.ru_minflt - usage.ru_minflt, after.ru_stime - usage.ru_stime
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak": peak[0], "base": base,
+                      "faults": faults, "system_s": system}))  # fmt: skip
 
 
 def worker(name: str, files: list[str], limit_gib: float, threads: int, warm: bool) -> None:
@@ -478,7 +482,7 @@ def main() -> None:
 
     method_spec("task_arithmetic")  # imports every method module
     skip = {"finetuned"}  # not a merge: T full models, T copies in memory
-    names = args.methods or [n for n, s in METHODS.items() if not s.needs_data and n not in skip]
+    names = args.methods or [n for n, s in METHODS.items() if "data" not in s.needs and n not in skip]
     for n in names:
         method_spec(n)  # unknown names fail here, before any work
     shapes = vit_b32_shapes()

@@ -160,7 +160,10 @@ def topk_masks(
 
     def ranked(t: int, key: str, checked: bool) -> Tensor:
         """The ranked tensor, flat float32."""
-        x = tvs.task(t, key) if checked else tvs.raw(t, key).to(tvs.device, torch.float32)
+        if checked:  # into task t's read buffer: no fresh memory per read
+            x = tvs.task(t, key, reuse=True)
+        else:
+            x = tvs.raw(t, key).to(tvs.device, torch.float32)
         return (x if values is None else values(t, key, x)).to(torch.float32).flatten()
 
     def bits(t: int, key: str, checked: bool) -> Tensor:

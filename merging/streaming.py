@@ -12,6 +12,7 @@ same tensor (:func:`with_aliases`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -107,6 +108,7 @@ class TaskVectors:
         self.keys: list[str] = [k for k in all_keys if k not in self.aliases]
         self._meta: dict[str, tuple[torch.Size, torch.dtype]] = {}
         self._finite: set[tuple[int, str]] = set()  # (task, key) checked finite
+        self._buffers: dict[int, Tensor] = {}  # task -> its read buffer (uint8), see tensors()
 
     def __len__(self) -> int:
         return len(self._tvs)
@@ -116,10 +118,16 @@ class TaskVectors:
         return self._tvs[t][key]
 
     def meta(self, key: str) -> tuple[torch.Size, torch.dtype]:
-        """Shape and dtype of task 0's tensor at ``key`` (read once, then remembered)."""
+        """Shape and dtype of task 0's tensor at ``key``: from the mapping's ``meta(key)``
+        where it has one (:class:`evaluation.checkpoints.LazySafetensors`: its header), else
+        read once; remembered."""
         if key not in self._meta:
-            x = self.raw(0, key)
-            self._meta[key] = (x.shape, x.dtype)
+            header = getattr(self._tvs[0], "meta", None)
+            if callable(header):
+                self._meta[key] = header(key)
+            else:
+                x = self.raw(0, key)
+                self._meta[key] = (x.shape, x.dtype)
         return self._meta[key]
 
     def is_float(self, key: str) -> bool:
@@ -130,9 +138,14 @@ class TaskVectors:
     def float_keys(self) -> list[str]:
         return [k for k in self.keys if self.is_float(k)]
 
-    def task(self, t: int, key: str) -> Tensor:
-        """Task ``t``'s tensor at ``key``: float32 on ``device``, checked against task 0."""
-        x = self.raw(t, key)
+    def task(self, t: int, key: str, *, reuse: bool = False) -> Tensor:
+        """Task ``t``'s tensor at ``key``: float32 on ``device``, checked against task 0.
+
+        ``reuse``: where the mapping can read into a buffer (``read_into(key, buffer)`` and
+        ``meta(key)``, as :class:`evaluation.checkpoints.LazySafetensors`), read into task
+        ``t``'s own buffer, which the next ``reuse`` read of task ``t`` overwrites: for
+        loops that are done with a task's tensor before reading its next key."""
+        x = self._read(t, key) if reuse else self.raw(t, key)
         shape, dtype = self.meta(key)
         if x.shape != shape:
             raise ValueError(
@@ -163,9 +176,35 @@ class TaskVectors:
         x = reader(key, stride) if callable(reader) else mapping[key].reshape(-1)[::stride]
         return x.to(self.device, torch.float32)
 
+    def _read(self, t: int, key: str) -> Tensor:
+        """Task ``t``'s tensor at ``key`` as stored, in task ``t``'s read buffer where the
+        mapping can read into one (grown to the largest key read), else as the mapping
+        gives it."""
+        mapping = self._tvs[t]
+        read_into, header = getattr(mapping, "read_into", None), getattr(mapping, "meta", None)
+        if not callable(read_into) or not callable(header):
+            return mapping[key]
+        shape, dtype = header(key)
+        size = math.prod(shape) * dtype.itemsize
+        if t not in self._buffers or self._buffers[t].numel() < size:
+            self._buffers.pop(t, None)  # freed before the larger one is allocated
+            self._buffers[t] = torch.empty(size, dtype=torch.uint8)
+        return read_into(key, self._buffers[t])
+
+    def _is_buffered(self, x: Tensor) -> bool:
+        """Whether ``x`` lives in one of the read buffers."""
+        return x.device.type == "cpu" and any(
+            x.untyped_storage().data_ptr() == b.data_ptr() for b in self._buffers.values()
+        )
+
     def tensors(self, key: str) -> list[Tensor]:
-        """Every task's tensor at ``key`` (float32, on ``device``)."""
-        return [self.task(t, key) for t in range(len(self))]
+        """Every task's tensor at ``key`` (float32, on ``device``).
+
+        Read into one buffer per task where the mapping allows (see :meth:`task`'s
+        ``reuse``): valid until the next ``tensors`` call, so a method streams keys without
+        allocating (and page-faulting) a fresh tensor per task and key. Whatever outlives
+        the key goes through :meth:`finish`, which copies a tensor still in a buffer."""
+        return [self.task(t, key, reuse=True) for t in range(len(self))]
 
     def iter_task(self, t: int) -> Iterator[tuple[str, Tensor]]:
         """Task ``t``'s float entries, key by key."""
@@ -173,8 +212,10 @@ class TaskVectors:
             yield key, self.task(t, key)
 
     def finish(self, key: str, x: Tensor) -> Tensor:
-        """A merged tensor back on the CPU in the dtype of ``key``."""
-        return x.to("cpu", self.meta(key)[1])
+        """A merged tensor back on the CPU in the dtype of ``key``; a copy if it is (a view
+        of) a read buffer of :meth:`tensors`, which the next key overwrites."""
+        x = x.to("cpu", self.meta(key)[1])
+        return x.clone() if self._is_buffered(x) else x
 
     def map(self, fn: Callable[[str, list[Tensor]], Tensor]) -> dict[str, Tensor]:
         """One merged task vector: ``out[key] = fn(key, [tau_1[key], ..., tau_T[key]])``."""

@@ -96,17 +96,49 @@ def test_lazy_topk_samples_only_but_selects_and_checks_like_dicts(tmp_path: Path
             super().__init__(path)
             self.reads: dict[str, int] = {}
 
-        def __getitem__(self, key: str) -> torch.Tensor:
+        def read_into(self, key: str, buffer: torch.Tensor) -> torch.Tensor:  # every whole read
             self.reads[key] = self.reads.get(key, 0) + 1
-            return super().__getitem__(key)
+            return super().read_into(key, buffer)
 
     for density in (0.05, 0.2, 0.9):
         lazy = [Counting(p) for p in paths]
         a, b = merge("ties", tvs, density=density), merge("ties", lazy, density=density)
         assert all(torch.equal(a[k], b[k]) for k in a)
-        # whole reads: the exact pass and the merge (task 0 once more, for shapes and dtypes)
-        assert [c.reads for c in lazy] == [{"w": 3, "v": 3}] + [{"w": 2, "v": 2}] * 2
+        # whole reads: the exact pass and the merge (shapes and dtypes come from the header)
+        assert [c.reads for c in lazy] == [{"w": 2, "v": 2}] * 3
     tvs[2]["w"][123, 5] = float("nan")  # not on the sampled stride
     save_file(tvs[2], str(paths[2]))
     with pytest.raises(ValueError, match="'w'.*NaN"):
         merge("ties", [LazySafetensors(p) for p in paths])
+
+
+def _data_free_methods() -> list[str]:
+    from merging import METHODS, method_spec
+
+    method_spec("ties")  # registers every method
+    return sorted(n for n, s in METHODS.items() if s.kind == "task_vectors" and not s.needs)
+
+
+@pytest.mark.parametrize("name", _data_free_methods())
+def test_every_data_free_method_merges_files_like_dicts(tmp_path: Path, name: str) -> None:
+    """Lazy reads go into reused buffers (``TaskVectors.tensors``): keys of growing and
+    shrinking sizes, a float16 key and a non-float one merge bit for bit as from dicts, and
+    no output still points into a buffer that a later key overwrote."""
+    g = torch.Generator().manual_seed(2)
+    block = "transformer.resblocks.{}.".format  # a layout LiNeS knows
+    shapes = {block(0) + "a.weight": (6, 5), block(0) + "a.bias": (6,),
+              block(1) + "b.weight": (12, 10), block(1) + "c.weight": (4, 10)}  # fmt: skip
+    tvs = []
+    for t in range(3):
+        tv = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+        tv[block(1) + "h.weight"] = torch.randn(3, 4, generator=g).half()
+        tv["n"] = torch.tensor(7)
+        save_file(tv, str(tmp_path / f"{t}.safetensors"))
+        tvs.append(tv)
+    lazy = [LazySafetensors(tmp_path / f"{t}.safetensors") for t in range(3)]
+    a, b = merge(name, tvs), merge(name, lazy)
+    for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b],
+                    strict=True):  # fmt: skip
+        assert sorted(x) == sorted(y)
+        for k in x:
+            assert x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]), k
