@@ -235,7 +235,8 @@ def best_row(runs: list[dict]) -> dict:
         walls = sorted(r["wall_s"] for r in runs)
         row["note"] = (
             f"best of {len(runs)} runs; wall median {statistics.median(walls):.1f} s, "
-            f"{walls[0]:.1f}-{walls[-1]:.1f} s"
+            f"{walls[0]:.1f}-{walls[-1]:.1f} s; page faults (median) "
+            f"{statistics.median(r.get('faults', 0) for r in runs) / 1e6:.2f} M"
         )
     return row
 
