@@ -42,6 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import experiments  # noqa: E402, F401  (mergelab's OpenBLAS settings, before numpy loads)
 
 FLAT = {
     "flat_ta": "TA (flattened)",
@@ -411,6 +412,7 @@ def spectral_before_after(args: argparse.Namespace) -> None:
         f"TSV-M / Iso-C / Iso-CTS, full SVD (before) vs leading triplets (after): {tasks} tasks "
         f"x ({shapes}) float32; torch.set_num_threads({torch.get_num_threads()}), "
         + ", ".join(f"{v}={args.threads}" for v in THREAD_VARIABLES)
+        + f", OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"
         + f"; {args.repeats} alternating rounds; load average {load()} at start.\n"
     )
     print("| method | before s (median) | after s (median) | speed-up | max abs diff / max abs |")
@@ -483,7 +485,8 @@ def main() -> None:
 
     method_spec("task_arithmetic")  # imports every method module
     skip = {"finetuned"}  # not a merge: T full models, T copies in memory
-    names = args.methods or [n for n, s in METHODS.items() if "data" not in s.needs and n not in skip]
+    data_free = [n for n, s in METHODS.items() if "data" not in s.needs and n not in skip]
+    names = args.methods or data_free
     for n in names:
         method_spec(n)  # unknown names fail here, before any work
     shapes = vit_b32_shapes()
