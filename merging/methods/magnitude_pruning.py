@@ -58,5 +58,5 @@ def magnitude_pruning(
     masks: list[dict[str, PackedMask]] = [{} for _ in range(len(tvs))]
     for key in tvs.float_keys:
         for t, (s, m) in enumerate(zip(selections, masks, strict=True)):
-            m[key] = pack_mask(s.mask(key, tvs.task(t, key)), key)
+            m[key] = pack_mask(s.mask(key, tvs.task(t, key, reuse=True)), key)
     return [MaskedVector(_StoredTask(tvs, t), m) for t, m in enumerate(masks)]

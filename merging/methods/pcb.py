@@ -93,7 +93,7 @@ def pcb(
         ]
 
     def scores(key: str) -> list[Tensor]:
-        return parts([tvs.task(t, key) for t in range(num_tasks)])[1]
+        return parts(tvs.tensors(key))[1]
 
     thresholds, largest = _score_quantiles(keys, scores, num_tasks, d, density)
 
