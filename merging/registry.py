@@ -147,12 +147,12 @@ def merge(
         raise ValueError(
             f"merge method {name!r} needs at least {spec.min_inputs} task vectors, got {len(tvs)}"
         )
-    if spec.needs:
-        if context is None:
-            raise ValueError(f"merge method {name!r} needs a context with {list(spec.needs)}")
-        out = spec.fn(tvs, context, **hparams)
-    else:
-        out = spec.fn(tvs, **hparams)
+    if spec.needs and context is None:
+        raise ValueError(f"merge method {name!r} needs a context with {list(spec.needs)}")
+    try:
+        out = spec.fn(tvs, context, **hparams) if spec.needs else spec.fn(tvs, **hparams)
+    finally:
+        tvs.release()  # a lazy output may keep tvs (magnitude pruning): not its read buffers
     if isinstance(out, list):
         return [with_aliases(o, tvs.aliases) for o in out]
     return with_aliases(out, tvs.aliases)

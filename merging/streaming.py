@@ -12,7 +12,6 @@ same tensor (:func:`with_aliases`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 
 Tensor = torch.Tensor
 TiedGroups = Sequence[Sequence[str]]
+_NO_BUFFER = torch.empty(0, dtype=torch.uint8)  # a task's read buffer before its first read
 
 
 def tied_groups(state: Mapping[str, Tensor]) -> list[list[str]]:
@@ -141,10 +141,12 @@ class TaskVectors:
     def task(self, t: int, key: str, *, reuse: bool = False) -> Tensor:
         """Task ``t``'s tensor at ``key``: float32 on ``device``, checked against task 0.
 
-        ``reuse``: where the mapping can read into a buffer (``read_into(key, buffer)`` and
-        ``meta(key)``, as :class:`evaluation.checkpoints.LazySafetensors`), read into task
-        ``t``'s own buffer, which the next ``reuse`` read of task ``t`` overwrites: for
-        loops that are done with a task's tensor before reading its next key."""
+        ``reuse``: where the mapping can read into a buffer (``read_into(key, buffer)``: the
+        entry, in the 1-D uint8 ``buffer`` where it fits, else fresh;
+        :class:`evaluation.checkpoints.LazySafetensors`, and
+        :class:`merging.task_vectors.TaskVector` over one), read into task ``t``'s own
+        buffer, which the next ``reuse`` read of task ``t`` overwrites: for loops that are
+        done with a task's tensor before reading its next key."""
         x = self._read(t, key) if reuse else self.raw(t, key)
         shape, dtype = self.meta(key)
         if x.shape != shape:
@@ -178,18 +180,19 @@ class TaskVectors:
 
     def _read(self, t: int, key: str) -> Tensor:
         """Task ``t``'s tensor at ``key`` as stored, in task ``t``'s read buffer where the
-        mapping can read into one (grown to the largest key read), else as the mapping
-        gives it."""
+        mapping can read into one; a read that does not fit comes back fresh and the
+        buffer grows to it for the next."""
         mapping = self._tvs[t]
-        read_into, header = getattr(mapping, "read_into", None), getattr(mapping, "meta", None)
-        if not callable(read_into) or not callable(header):
+        read_into = getattr(mapping, "read_into", None)
+        if not callable(read_into):
             return mapping[key]
-        shape, dtype = header(key)
-        size = math.prod(shape) * dtype.itemsize
-        if t not in self._buffers or self._buffers[t].numel() < size:
+        buffer = self._buffers.get(t, _NO_BUFFER)
+        x = read_into(key, buffer)
+        if x.device.type == "cpu" and x.untyped_storage().data_ptr() != buffer.data_ptr():
+            size = x.untyped_storage().nbytes()
             self._buffers.pop(t, None)  # freed before the larger one is allocated
             self._buffers[t] = torch.empty(size, dtype=torch.uint8)
-        return read_into(key, self._buffers[t])
+        return x
 
     def _is_buffered(self, x: Tensor) -> bool:
         """Whether ``x`` lives in one of the read buffers."""
@@ -201,10 +204,16 @@ class TaskVectors:
         """Every task's tensor at ``key`` (float32, on ``device``).
 
         Read into one buffer per task where the mapping allows (see :meth:`task`'s
-        ``reuse``): valid until the next ``tensors`` call, so a method streams keys without
-        allocating (and page-faulting) a fresh tensor per task and key. Whatever outlives
-        the key goes through :meth:`finish`, which copies a tensor still in a buffer."""
+        ``reuse``): valid until the next ``tensors`` call or ``reuse`` read, so a method
+        streams keys without allocating (and page-faulting) a fresh tensor per task and
+        key. Whatever outlives the key goes through :meth:`finish`, which copies a tensor
+        still in a buffer."""
         return [self.task(t, key, reuse=True) for t in range(len(self))]
+
+    def release(self) -> None:
+        """Free the read buffers (:func:`merging.registry.merge` does when the method
+        returns; later reads allocate them again)."""
+        self._buffers.clear()
 
     def iter_task(self, t: int) -> Iterator[tuple[str, Tensor]]:
         """Task ``t``'s float entries, key by key."""

@@ -49,14 +49,47 @@ class TaskVector(Mapping[str, Tensor]):
         )
 
     def __getitem__(self, key: str) -> Tensor:
-        ft, pt = self.finetuned[key], self.pretrained[key]
+        return self._difference(key, self.finetuned[key], in_place=False)
+
+    def meta(self, key: str) -> tuple[torch.Size, torch.dtype]:
+        """Shape and dtype of ``self[key]`` without computing it: from each model's
+        ``meta(key)`` where it has one (a safetensors header), else its tensor; the dtype
+        of ``theta_ft - theta_0`` is torch's promotion of the two."""
+
+        def of(model: Mapping[str, Tensor]) -> tuple[torch.Size, torch.dtype]:
+            header = getattr(model, "meta", None)
+            if callable(header):
+                return header(key)
+            x = model[key]
+            return x.shape, x.dtype
+
+        (_, ft), (shape, pt) = of(self.finetuned), of(self.pretrained)
+        return shape, torch.promote_types(ft, pt) if pt.is_floating_point else pt
+
+    def read_into(self, key: str, buffer: Tensor) -> Tensor:
+        """``self[key]``, computed in ``buffer`` where the fine-tuned mapping reads into one
+        (its ``read_into``, e.g. :class:`evaluation.checkpoints.LazySafetensors`; see
+        :meth:`merging.streaming.TaskVectors.task`): ``theta_ft`` is read there and
+        ``theta_0`` subtracted in place, the same bits as ``theta_ft - theta_0`` (where the
+        difference keeps ``theta_ft``'s dtype; else, and for other mappings, fresh)."""
+        reader = getattr(self.finetuned, "read_into", None)
+        if not callable(reader):
+            return self[key]
+        return self._difference(key, reader(key, buffer), in_place=True)
+
+    def _difference(self, key: str, ft: Tensor, in_place: bool) -> Tensor:
+        pt = self.pretrained[key]
         if ft.shape != pt.shape:
             who = f" of {self.name}" if self.name else ""
             raise ValueError(
                 f"key {key!r}: fine-tuned{who} shape {tuple(ft.shape)} != pretrained "
                 f"{tuple(pt.shape)}"
             )
-        return ft - pt if torch.is_floating_point(pt) else pt
+        if not torch.is_floating_point(pt):
+            return pt
+        if in_place and torch.promote_types(ft.dtype, pt.dtype) == ft.dtype:
+            return ft.sub_(pt)
+        return ft - pt
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)

@@ -38,8 +38,10 @@ def emr(tvs: TaskVectors) -> list[MaskedVector]:
 
     One streamed pass: ``tau_uni`` is kept once in float32 (every key in one allocation:
     per-key outputs allocated amid each key's temporaries fragmented the heap, 20 ViT-B/32
-    task vectors peaked at 1.11-1.40 GiB over five processes, 1.11-1.16 GiB since) and each
-    ``M_t`` at 1 bit per weight; a task's key is materialised (in the input dtype) when read.
+    task vectors peaked at 1.11-1.40 GiB over five processes, 1.11-1.16 GiB since; the keys
+    are views of that one tensor, so ``torch.save`` of one key writes them all: clone a key
+    to keep it alone) and each ``M_t`` at 1 bit per weight; a task's key is materialised
+    (in the input dtype) when read.
     """
     num_tasks = len(tvs)
     sizes = {key: math.prod(tvs.meta(key)[0]) for key in tvs.float_keys}

@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 
 from evaluation.checkpoints import LazySafetensors
 from merging import merge
+from merging.task_vectors import TaskVector
 
 
 @pytest.fixture
@@ -119,11 +120,20 @@ def _data_free_methods() -> list[str]:
     return sorted(n for n, s in METHODS.items() if s.kind == "task_vectors" and not s.needs)
 
 
+def _assert_same(a: object, b: object) -> None:
+    for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b],
+                    strict=True):  # fmt: skip
+        assert sorted(x) == sorted(y)
+        for k in x:
+            assert x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]), k
+
+
 @pytest.mark.parametrize("name", _data_free_methods())
 def test_every_data_free_method_merges_files_like_dicts(tmp_path: Path, name: str) -> None:
-    """Lazy reads go into reused buffers (``TaskVectors.tensors``): keys of growing and
-    shrinking sizes, a float16 key and a non-float one merge bit for bit as from dicts, and
-    no output still points into a buffer that a later key overwrote."""
+    """Lazy reads go into reused buffers (``TaskVectors.tensors``), also through
+    ``TaskVector(fine-tuned file, pretrained)``: keys of growing and shrinking sizes, a
+    float16 key and a non-float one merge bit for bit as from dicts, and no output still
+    points into a buffer that a later key overwrote."""
     g = torch.Generator().manual_seed(2)
     block = "transformer.resblocks.{}.".format  # a layout LiNeS knows
     shapes = {block(0) + "a.weight": (6, 5), block(0) + "a.bias": (6,),
@@ -136,9 +146,20 @@ def test_every_data_free_method_merges_files_like_dicts(tmp_path: Path, name: st
         save_file(tv, str(tmp_path / f"{t}.safetensors"))
         tvs.append(tv)
     lazy = [LazySafetensors(tmp_path / f"{t}.safetensors") for t in range(3)]
-    a, b = merge(name, tvs), merge(name, lazy)
-    for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b],
-                    strict=True):  # fmt: skip
-        assert sorted(x) == sorted(y)
-        for k in x:
-            assert x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]), k
+    _assert_same(merge(name, tvs), merge(name, lazy))
+    pretrained = {k: x.clone() / 3 for k, x in tvs[0].items()}  # the files as fine-tuned models
+    in_memory = [TaskVector(tv, pretrained) for tv in tvs]
+    _assert_same(merge(name, in_memory), merge(name, [TaskVector(x, pretrained) for x in lazy]))
+
+
+def test_read_into_reuses_a_buffer_that_fits(tmp_path: Path, state) -> None:
+    path = tmp_path / "m.safetensors"
+    save_file(state, str(path))
+    lazy = LazySafetensors(path)
+    buffer = torch.empty(4 * 12, dtype=torch.uint8)
+    x = lazy.read_into("w", buffer)
+    assert torch.equal(x, state["w"]) and x.data_ptr() == buffer.data_ptr()
+    y = lazy.read_into("w", buffer[:10])  # too small: a fresh tensor
+    assert torch.equal(y, state["w"]) and y.untyped_storage().data_ptr() != buffer.data_ptr()
+    with pytest.raises(ValueError, match="uint8"):
+        lazy.read_into("w", torch.empty(12))

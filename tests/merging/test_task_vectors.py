@@ -39,6 +39,16 @@ def test_task_vector_is_lazy():
     assert reads == ["w"]
 
 
+def test_task_vector_meta_is_what_a_read_gives():
+    ft = {"w": torch.ones(2, 3, dtype=torch.float16), "b": torch.ones(3), "n": torch.tensor(7),
+          "h": torch.ones(4, dtype=torch.bfloat16)}  # fmt: skip
+    pre = {"w": torch.zeros(2, 3), "b": torch.zeros(3, dtype=torch.bfloat16),
+           "n": torch.tensor(1), "h": torch.zeros(4, dtype=torch.bfloat16)}  # fmt: skip
+    tau = TaskVector(ft, pre)
+    for key in ft:
+        assert tau.meta(key) == (tau[key].shape, tau[key].dtype), key
+
+
 def test_task_vector_key_mismatch_names_the_key():
     ft = state(2.0)
     del ft["b"]
