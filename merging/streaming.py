@@ -12,6 +12,7 @@ same tensor (:func:`with_aliases`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -19,7 +20,6 @@ import torch
 
 Tensor = torch.Tensor
 TiedGroups = Sequence[Sequence[str]]
-_NO_BUFFER = torch.empty(0, dtype=torch.uint8)  # a task's read buffer before its first read
 
 
 def tied_groups(state: Mapping[str, Tensor]) -> list[list[str]]:
@@ -180,19 +180,27 @@ class TaskVectors:
 
     def _read(self, t: int, key: str) -> Tensor:
         """Task ``t``'s tensor at ``key`` as stored, in task ``t``'s read buffer where the
-        mapping can read into one; a read that does not fit comes back fresh and the
+        mapping can read into one. The buffer holds the largest float entry (by the keys'
+        shapes and dtypes); a read that still does not fit comes back fresh, and the
         buffer grows to it for the next."""
         mapping = self._tvs[t]
         read_into = getattr(mapping, "read_into", None)
         if not callable(read_into):
             return mapping[key]
-        buffer = self._buffers.get(t, _NO_BUFFER)
+        if t not in self._buffers:
+            self._buffers[t] = torch.empty(self._largest_entry(), dtype=torch.uint8)
+        buffer = self._buffers[t]
         x = read_into(key, buffer)
         if x.device.type == "cpu" and x.untyped_storage().data_ptr() != buffer.data_ptr():
             size = x.untyped_storage().nbytes()
-            self._buffers.pop(t, None)  # freed before the larger one is allocated
+            del buffer, self._buffers[t]  # freed before the larger one is allocated
             self._buffers[t] = torch.empty(size, dtype=torch.uint8)
         return x
+
+    def _largest_entry(self) -> int:
+        """Bytes of the largest float entry (shapes and dtypes of :meth:`meta`)."""
+        metas = map(self.meta, self.float_keys)
+        return max((math.prod(shape) * dtype.itemsize for shape, dtype in metas), default=0)
 
     def _is_buffered(self, x: Tensor) -> bool:
         """Whether ``x`` lives in one of the read buffers."""
