@@ -77,12 +77,31 @@ class TaskVector(Mapping[str, Tensor]):
             return self[key]
         return self._difference(key, reader(key, buffer), in_place=True)
 
+    def strided(self, key: str, stride: int) -> Tensor:
+        """``self[key].flatten()[::stride]``, the sample that
+        :meth:`merging.streaming.TaskVectors.strided` asks for: each model's every
+        ``stride``-th entry, through its own ``strided`` where it has one (only those
+        entries read), and their difference: the same bits as sampling
+        ``theta_ft - theta_0``. ``ValueError`` if the two samples differ in length."""
+
+        def sample(model: Mapping[str, Tensor]) -> Tensor:
+            reader = getattr(model, "strided", None)
+            return reader(key, stride) if callable(reader) else model[key].reshape(-1)[::stride]
+
+        ft, pt = sample(self.finetuned), sample(self.pretrained)
+        if ft.shape != pt.shape:
+            raise ValueError(f"key {key!r}: fine-tuned{self._of()} and pretrained entries "
+                             f"differ in size ({ft.numel()} and {pt.numel()} sampled)")  # fmt: skip
+        return ft - pt if torch.is_floating_point(pt) else pt
+
+    def _of(self) -> str:
+        return f" of {self.name}" if self.name else ""
+
     def _difference(self, key: str, ft: Tensor, in_place: bool) -> Tensor:
         pt = self.pretrained[key]
         if ft.shape != pt.shape:
-            who = f" of {self.name}" if self.name else ""
             raise ValueError(
-                f"key {key!r}: fine-tuned{who} shape {tuple(ft.shape)} != pretrained "
+                f"key {key!r}: fine-tuned{self._of()} shape {tuple(ft.shape)} != pretrained "
                 f"{tuple(pt.shape)}"
             )
         if not torch.is_floating_point(pt):

@@ -49,6 +49,20 @@ def test_task_vector_meta_is_what_a_read_gives():
         assert tau.meta(key) == (tau[key].shape, tau[key].dtype), key
 
 
+@pytest.mark.parametrize("stride", [1, 2, 5])
+def test_task_vector_samples_like_its_entries(stride: int):
+    g = torch.Generator().manual_seed(0)
+    ft = {"w": torch.randn(4, 5, generator=g), "h": torch.randn(7, generator=g).half(),
+          "n": torch.tensor([3, 4])}  # fmt: skip
+    pre = {"w": torch.randn(4, 5, generator=g), "h": torch.randn(7, generator=g),
+           "n": torch.tensor([1, 2])}  # fmt: skip
+    tau = TaskVector(ft, pre)
+    for key in ft:
+        assert torch.equal(tau.strided(key, stride), tau[key].reshape(-1)[::stride]), key
+    with pytest.raises(ValueError, match="'w'.*differ in size"):
+        TaskVector({**ft, "w": torch.ones(21)}, pre).strided("w", stride)
+
+
 def test_task_vector_key_mismatch_names_the_key():
     ft = state(2.0)
     del ft["b"]
