@@ -16,6 +16,7 @@ pinned in every worker: ``torch.set_num_threads(--threads)`` and OMP / OpenBLAS 
     python benchmarks/merge_methods.py --tasks 4 --methods ties tsv --no-flat   # quick
     python benchmarks/merge_methods.py --tasks 20 --methods ties --no-flat --rounds 3  # best of 3
     python benchmarks/merge_methods.py --tasks 20 --methods ties --no-flat --rounds 3 --warm
+    python benchmarks/merge_methods.py --tasks 20 --methods ties --no-flat --experts  # pipelines
 
 ``--spectral-before-after`` instead times TSV-M, Iso-C and Iso-CTS against their previous
 full-SVD implementations (kept below, only here), interleaved in one process on the same
@@ -121,13 +122,22 @@ def read_floor(tvs: list) -> dict:
     return out
 
 
-def run_one(name: str, files: list[str], warm: bool = False) -> None:
+def run_one(name: str, files: list[str], warm: bool = False, experts: bool = False) -> None:
     """Time ``name`` once; with ``warm``, after one untimed run in the same process (the heap
-    has grown to its peak: the steady state of a process that merges repeatedly)."""
+    has grown to its peak: the steady state of a process that merges repeatedly); with
+    ``experts``, each file is a fine-tuned model and the task vector
+    ``TaskVector(file, pretrained)`` with a zero pretrained state dict, as the pipelines
+    merge (every read subtracts ``theta_0``, the read floor's too)."""
+    import torch
+
     from evaluation.checkpoints import LazySafetensors
-    from merging import merge
+    from merging import TaskVector, merge
 
     tvs = [LazySafetensors(f) for f in files]
+    if experts:
+        metas = {k: tvs[0].meta(k) for k in tvs[0]}
+        pretrained = {k: torch.zeros(shape, dtype=dtype) for k, (shape, dtype) in metas.items()}
+        tvs = [TaskVector(x, pretrained) for x in tvs]
 
     def run() -> None:
         if name == "read":
@@ -162,7 +172,9 @@ def run_one(name: str, files: list[str], warm: bool = False) -> None:
                       "faults": faults, "system_s": system}))  # fmt: skip
 
 
-def worker(name: str, files: list[str], limit_gib: float, threads: int, warm: bool) -> None:
+def worker(
+    name: str, files: list[str], limit_gib: float, threads: int, warm: bool, experts: bool
+) -> None:
     """Run with an address-space limit, so a method that does not fit fails cleanly."""
     import torch
 
@@ -172,7 +184,7 @@ def worker(name: str, files: list[str], limit_gib: float, threads: int, warm: bo
     soft = int((limit_gib + 4) * GIB)  # + the ~3 GiB of address space torch reserves at import
     resource.setrlimit(resource.RLIMIT_AS, (soft, soft))
     try:
-        run_one(name, files, warm)
+        run_one(name, files, warm, experts)
     except (MemoryError, RuntimeError) as e:
         if "memory" not in str(e).lower() and not isinstance(e, MemoryError):
             raise
@@ -206,7 +218,8 @@ def write_task_vectors(directory: Path, num_tasks: int, shapes: dict) -> list[st
 
 def run_subprocess(name: str, files: list[str], limit_gib: float, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, "--limit-gib", str(limit_gib)]
-    cmd += ["--threads", str(args.threads), *(["--warm"] if args.warm else []), "--files"]
+    cmd += ["--threads", str(args.threads), *(["--warm"] if args.warm else [])]
+    cmd += [*(["--experts"] if args.experts else []), "--files"]
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(args.threads))}
     try:
         proc = subprocess.run(
@@ -472,12 +485,20 @@ def main() -> None:
         action="store_true",
         help="time each method's second run in its process (steady state: the heap has grown)",
     )
+    p.add_argument(
+        "--experts",
+        action="store_true",
+        help="read each file as a fine-tuned model minus a zero pretrained state "
+        "(TaskVector, as the pipelines merge)",
+    )
     p.add_argument("--out", default=str(ROOT / "results" / "merge_benchmark.md"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--files", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.worker, args.files, args.limit_gib, args.threads, args.warm)
+        return worker(
+            args.worker, args.files, args.limit_gib, args.threads, args.warm, args.experts
+        )
     if args.spectral_before_after:
         return spectral_before_after(args)
 
@@ -501,6 +522,14 @@ def main() -> None:
             if args.rounds == 1
             else f"{args.rounds} fresh processes per method, in interleaved rounds: the best "
             "wall and CPU time (median and range in the note), the largest peak."
+        )
+        + (
+            " Experts: each file is read as a fine-tuned model, the task vector "
+            "TaskVector(file, zero pretrained state dict) as the pipelines merge (every read "
+            "subtracts theta_0; the read floor's reads and differences are fresh tensors, "
+            "where the methods read into reused buffers)."
+            if args.experts
+            else ""
         )
         + (
             " Warm: each process runs its method once untimed, then the timed run (the "
