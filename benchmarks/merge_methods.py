@@ -112,13 +112,23 @@ def read_all(tvs: list) -> None:
             tv[key].numel()
 
 
-def read_floor(tvs: list) -> dict:
-    """The least any merge does: read every task's every entry once, key by key, and sum."""
-    out = {}
+def read_floor(tvs: list, experts: bool = False) -> dict:
+    """The least any merge does: read every task's every entry once, key by key, and sum.
+    With ``experts`` (``TaskVector`` mappings) through ``read_into`` and one reused buffer:
+    each difference ``theta_ft - theta_0`` computed in place, as the merges read them."""
+    import torch
+
+    out, buffer = {}, torch.empty(0, dtype=torch.uint8)
     for key in tvs[0]:
         out[key] = tvs[0][key].float()
         for tv in tvs[1:]:
-            out[key] += tv[key]
+            if not experts:
+                out[key] += tv[key]
+                continue
+            x = tv.read_into(key, buffer)
+            if x.untyped_storage().data_ptr() != buffer.data_ptr():  # did not fit: grow
+                buffer = torch.empty(x.untyped_storage().nbytes(), dtype=torch.uint8)
+            out[key] += x
     return out
 
 
@@ -141,7 +151,7 @@ def run_one(name: str, files: list[str], warm: bool = False, experts: bool = Fal
 
     def run() -> None:
         if name == "read":
-            read_floor(tvs)
+            read_floor(tvs, experts)
         elif name in FLAT:
             {"flat_ta": flat_ta, "flat_ties": flat_ties}[name](tvs)
         else:
@@ -526,8 +536,8 @@ def main() -> None:
         + (
             " Experts: each file is read as a fine-tuned model, the task vector "
             "TaskVector(file, zero pretrained state dict) as the pipelines merge (every read "
-            "subtracts theta_0; the read floor's reads and differences are fresh tensors, "
-            "where the methods read into reused buffers)."
+            "subtracts theta_0; the read floor reads each into one reused buffer and "
+            "subtracts there)."
             if args.experts
             else ""
         )
