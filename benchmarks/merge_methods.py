@@ -12,7 +12,8 @@ lazy task vectors; each one's every key is read once inside the timed region. Th
 pinned in every worker: ``torch.set_num_threads(--threads)`` and OMP / OpenBLAS / MKL
 (scipy's LAPACK) through their environment variables.
 
-    python benchmarks/merge_methods.py [--tasks 8 20] [--methods ties tall_masks ...]
+    python benchmarks/merge_methods.py [--tasks 8 20] [--methods ties tall_masks ...] \
+        --out results/merge_benchmark.md   # issue 3's table; without --out it prints only
     python benchmarks/merge_methods.py --tasks 4 --methods ties tsv --no-flat   # quick
     python benchmarks/merge_methods.py --tasks 20 --methods ties --no-flat --rounds 3  # best of 3
     python benchmarks/merge_methods.py --tasks 20 --methods ties --no-flat --rounds 3 --warm
@@ -307,8 +308,8 @@ def targets(by_tasks: dict[int, dict[str, dict]]) -> list[str]:
         "",
         "Targets (issue 15): TIES, TALL masks and Consensus at most 3x the read floor with "
         "peak memory under 1.5 GiB; EMR under 1.5 GiB. Issue 3's ratios to flattened TIES "
-        "are kept ('bound': flattened TIES not run, its (T, P) matrix alone is the "
-        "denominator).",
+        "are kept ('bound': flattened TIES not run as it would not fit, its (T, P) matrix "
+        "alone is the denominator; n/a: not run, --no-flat).",
         "",
         "| tasks | method | time / read floor | CPU / read floor CPU | peak GiB | target | met "
         "(wall) | peak / flattened TIES | time / flattened TIES |",
@@ -473,7 +474,9 @@ def estimate(by_tasks: dict[int, dict[str, dict]], name: str, tasks: int, row: i
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still remove the files
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", type=int, nargs="+", default=[8, 20])
+    p.add_argument(
+        "--tasks", type=int, nargs="+", default=[8, 20], help="task counts (default 8 20)"
+    )
     p.add_argument("--methods", nargs="+", help="registered names (default: all data-free)")
     p.add_argument(
         "--limit-gib", type=float, help="memory limit per method (default: 60%% of what is free)"
@@ -501,7 +504,11 @@ def main() -> None:
         help="read each file as a fine-tuned model minus a zero pretrained state "
         "(TaskVector, as the pipelines merge)",
     )
-    p.add_argument("--out", default=str(ROOT / "results" / "merge_benchmark.md"))
+    p.add_argument(
+        "--out",
+        help="also write the table to this file (issue 3's table: results/merge_benchmark.md; "
+        "default: print only). --spectral-before-after prints only",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--files", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -552,9 +559,13 @@ def main() -> None:
         f"({load_reading(args.threads)}). Threads pinned per method: "
         f"torch.set_num_threads({args.threads}), "
         + ", ".join(f"{v}={args.threads}" for v in THREAD_VARIABLES)
-        + ". Flattened TIES thresholds one row "
-        "at a time in place (issue 3 quotes about 19 GB for 8 tasks for a widely used version "
-        "that runs kthvalue over the whole (T, P) matrix at once).",
+        + (
+            "."
+            if args.no_flat
+            else ". Flattened TIES thresholds one row at a time in place (issue 3 quotes about "
+            "19 GB for 8 tasks for a widely used version that runs kthvalue over the whole "
+            "(T, P) matrix at once)."
+        ),
         "",
         "| tasks | method | wall s | time / read floor | CPU s | CPU / read floor CPU "
         "| peak RssAnon GiB | above process baseline GiB | note |",
@@ -600,8 +611,9 @@ def main() -> None:
     print("\n".join(extra))
     from evaluation.cache import atomic_write_text
 
-    atomic_write_text(args.out, "\n".join(table + extra) + "\n")
-    print(f"\nwritten to {args.out}")
+    if args.out:
+        atomic_write_text(args.out, "\n".join(table + extra) + "\n")
+        print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":
