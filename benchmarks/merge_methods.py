@@ -119,17 +119,13 @@ def read_floor(tvs: list, experts: bool = False) -> dict:
     each difference ``theta_ft - theta_0`` computed in place, as the merges read them."""
     import torch
 
-    out, buffer = {}, torch.empty(0, dtype=torch.uint8)
+    sizes = (math.prod(shape) * dtype.itemsize for shape, dtype in map(tvs[0].meta, tvs[0]))
+    buffer = torch.empty(max(sizes) if experts else 0, dtype=torch.uint8)
+    out = {}
     for key in tvs[0]:
         out[key] = tvs[0][key].float()
         for tv in tvs[1:]:
-            if not experts:
-                out[key] += tv[key]
-                continue
-            x = tv.read_into(key, buffer)
-            if x.untyped_storage().data_ptr() != buffer.data_ptr():  # did not fit: grow
-                buffer = torch.empty(x.untyped_storage().nbytes(), dtype=torch.uint8)
-            out[key] += x
+            out[key] += tv.read_into(key, buffer) if experts else tv[key]
     return out
 
 

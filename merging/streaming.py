@@ -61,6 +61,24 @@ def with_aliases(out: Mapping[str, Tensor], aliases: Mapping[str, str]) -> Mappi
     return Aliased(out, aliases)
 
 
+def entry_meta(mapping: Mapping[str, Tensor], key: str) -> tuple[torch.Size, torch.dtype]:
+    """Shape and dtype of ``mapping[key]``: the mapping's own ``meta(key)`` where it has one
+    (:class:`evaluation.checkpoints.LazySafetensors`: its header, nothing read), else read."""
+    header = getattr(mapping, "meta", None)
+    if callable(header):
+        return header(key)
+    x = mapping[key]
+    return x.shape, x.dtype
+
+
+def entry_sample(mapping: Mapping[str, Tensor], key: str, stride: int) -> Tensor:
+    """``mapping[key].flatten()[::stride]``: the mapping's own ``strided(key, stride)`` where
+    it has one (:class:`evaluation.checkpoints.LazySafetensors` reads only those entries),
+    else sliced from the whole tensor."""
+    reader = getattr(mapping, "strided", None)
+    return reader(key, stride) if callable(reader) else mapping[key].reshape(-1)[::stride]
+
+
 class TaskVectors:
     """The task vectors ``tau_1 .. tau_T`` of one merge, read key by key.
 
@@ -118,16 +136,9 @@ class TaskVectors:
         return self._tvs[t][key]
 
     def meta(self, key: str) -> tuple[torch.Size, torch.dtype]:
-        """Shape and dtype of task 0's tensor at ``key``: from the mapping's ``meta(key)``
-        where it has one (:class:`evaluation.checkpoints.LazySafetensors`: its header), else
-        read once; remembered."""
+        """Shape and dtype of task 0's tensor at ``key`` (:func:`entry_meta`; remembered)."""
         if key not in self._meta:
-            header = getattr(self._tvs[0], "meta", None)
-            if callable(header):
-                self._meta[key] = header(key)
-            else:
-                x = self.raw(0, key)
-                self._meta[key] = (x.shape, x.dtype)
+            self._meta[key] = entry_meta(self._tvs[0], key)
         return self._meta[key]
 
     def is_float(self, key: str) -> bool:
@@ -169,33 +180,22 @@ class TaskVectors:
 
     def strided(self, t: int, key: str, stride: int) -> Tensor:
         """Every ``stride``-th entry of task ``t``'s flat tensor at ``key``, float32 on
-        ``device``, unchecked (a sample to rank by, never merged: the full reads check).
-        Through the mapping's own ``strided(key, stride)`` where it has one
-        (:class:`evaluation.checkpoints.LazySafetensors` reads only those entries), else
-        sliced from the whole tensor."""
-        mapping = self._tvs[t]
-        reader = getattr(mapping, "strided", None)
-        x = reader(key, stride) if callable(reader) else mapping[key].reshape(-1)[::stride]
-        return x.to(self.device, torch.float32)
+        ``device``, unchecked (a sample to rank by, never merged: the full reads check);
+        :func:`entry_sample`."""
+        return entry_sample(self._tvs[t], key, stride).to(self.device, torch.float32)
 
     def _read(self, t: int, key: str) -> Tensor:
         """Task ``t``'s tensor at ``key`` as stored, in task ``t``'s read buffer where the
-        mapping can read into one. The buffer holds the largest float entry (by the keys'
-        shapes and dtypes); a read that still does not fit comes back fresh, and the
-        buffer grows to it for the next."""
+        mapping can read into one. The buffer holds the largest float entry of task 0 (by
+        the keys' shapes and dtypes); an entry larger than that (a shape or dtype that
+        :meth:`task` then rejects) comes back fresh from ``read_into``."""
         mapping = self._tvs[t]
         read_into = getattr(mapping, "read_into", None)
         if not callable(read_into):
             return mapping[key]
         if t not in self._buffers:
             self._buffers[t] = torch.empty(self._largest_entry(), dtype=torch.uint8)
-        buffer = self._buffers[t]
-        x = read_into(key, buffer)
-        if x.device.type == "cpu" and x.untyped_storage().data_ptr() != buffer.data_ptr():
-            size = x.untyped_storage().nbytes()
-            del buffer, self._buffers[t]  # freed before the larger one is allocated
-            self._buffers[t] = torch.empty(size, dtype=torch.uint8)
-        return x
+        return read_into(key, self._buffers[t])
 
     def _largest_entry(self) -> int:
         """Bytes of the largest float entry (shapes and dtypes of :meth:`meta`)."""

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
-from merging.streaming import tied_groups
+from merging.streaming import entry_meta, entry_sample, tied_groups
 
 Tensor = torch.Tensor
 
@@ -52,18 +52,10 @@ class TaskVector(Mapping[str, Tensor]):
         return self._difference(key, self.finetuned[key], in_place=False)
 
     def meta(self, key: str) -> tuple[torch.Size, torch.dtype]:
-        """Shape and dtype of ``self[key]`` without computing it: from each model's
-        ``meta(key)`` where it has one (a safetensors header), else its tensor; the dtype
+        """Shape and dtype of ``self[key]`` without computing it: each model's
+        (:func:`merging.streaming.entry_meta`; a safetensors header is not read); the dtype
         of ``theta_ft - theta_0`` is torch's promotion of the two."""
-
-        def of(model: Mapping[str, Tensor]) -> tuple[torch.Size, torch.dtype]:
-            header = getattr(model, "meta", None)
-            if callable(header):
-                return header(key)
-            x = model[key]
-            return x.shape, x.dtype
-
-        (_, ft), (shape, pt) = of(self.finetuned), of(self.pretrained)
+        (_, ft), (shape, pt) = entry_meta(self.finetuned, key), entry_meta(self.pretrained, key)
         return shape, torch.promote_types(ft, pt) if pt.is_floating_point else pt
 
     def read_into(self, key: str, buffer: Tensor) -> Tensor:
@@ -81,14 +73,10 @@ class TaskVector(Mapping[str, Tensor]):
         """``self[key].flatten()[::stride]``, the sample that
         :meth:`merging.streaming.TaskVectors.strided` asks for: each model's every
         ``stride``-th entry, through its own ``strided`` where it has one (only those
-        entries read), and their difference: the same bits as sampling
-        ``theta_ft - theta_0``. ``ValueError`` if the two samples differ in length."""
-
-        def sample(model: Mapping[str, Tensor]) -> Tensor:
-            reader = getattr(model, "strided", None)
-            return reader(key, stride) if callable(reader) else model[key].reshape(-1)[::stride]
-
-        ft, pt = sample(self.finetuned), sample(self.pretrained)
+        entries read; :func:`merging.streaming.entry_sample`), and their difference: the
+        same bits as sampling ``theta_ft - theta_0``. ``ValueError`` if the two samples
+        differ in length."""
+        ft, pt = (entry_sample(m, key, stride) for m in (self.finetuned, self.pretrained))
         if ft.shape != pt.shape:
             raise ValueError(f"key {key!r}: fine-tuned{self._of()} and pretrained entries "
                              f"differ in size ({ft.numel()} and {pt.numel()} sampled)")  # fmt: skip
