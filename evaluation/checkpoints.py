@@ -99,6 +99,12 @@ class LazySafetensors(Mapping[str, torch.Tensor]):
         entry = self._entry(key)
         return torch.Size(entry["shape"]), entry["dtype"]
 
+    def byte_range(self, key: str) -> tuple[int, int]:
+        """``[start, stop)``: where ``key``'s bytes lie in the file (absolute offsets).
+        ``KeyError`` for an unknown key."""
+        begin, end = self._entry(key)["data_offsets"]
+        return self._start + begin, self._start + end
+
     def read_into(self, key: str, buffer: torch.Tensor) -> torch.Tensor:
         """``self[key]``, read into the front of ``buffer`` (a 1-D contiguous uint8 CPU
         tensor) and returned as a view of it when the key's bytes fit, else into a fresh

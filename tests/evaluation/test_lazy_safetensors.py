@@ -163,3 +163,17 @@ def test_read_into_reuses_a_buffer_that_fits(tmp_path: Path, state) -> None:
     assert torch.equal(y, state["w"]) and y.untyped_storage().data_ptr() != buffer.data_ptr()
     with pytest.raises(ValueError, match="uint8"):
         lazy.read_into("w", torch.empty(12))
+
+
+def test_byte_range_locates_each_tensor_in_the_file(tmp_path: Path, state) -> None:
+    path = tmp_path / "m.safetensors"
+    save_file(state, str(path))
+    lazy, data = LazySafetensors(path), path.read_bytes()
+    for key, x in state.items():
+        start, stop = lazy.byte_range(key)
+        assert stop - start == x.numel() * x.element_size()
+        if x.numel():
+            raw = torch.frombuffer(bytearray(data[start:stop]), dtype=x.dtype)
+            assert torch.equal(raw.reshape(x.shape), x)
+    with pytest.raises(KeyError, match="nope"):
+        lazy.byte_range("nope")
