@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -45,7 +46,7 @@ from merge_methods import (  # noqa: E402
 BLOCK = 1 << 18
 
 
-def best(fn, repeats: int) -> float:
+def best(fn: Callable[[], object], repeats: int) -> float:
     """Least wall time of ``repeats`` calls after one untimed call."""
     fn()
     times = []
