@@ -2,22 +2,25 @@
 
 Two measurements, in one process, threads pinned (``--threads``):
 
-1. **Read floors.** Every key of every task vector file read and summed key by key
-   (``merge_methods.py``'s read floor), against the same bytes read in cache-sized chunks
-   (``os.preadv``, ``--chunk-kib`` per task, so the T chunks stay in the last-level cache)
-   and summed (its ``read_chunked``).
+1. **Read floors.** Every float32 key of every task-vector file read and summed into a
+   kept output (every merge writes one), key by key as ``merge_methods.py``'s read floor
+   does, against the same bytes read in cache-sized chunks (``os.preadv``, ``--chunk-kib``
+   per task, so the T chunks stay in the last-level cache) and summed into the output
+   chunk by chunk.
 2. **The TALL-masks rule with Consensus' vote count**, ``v = sum_t 1{|tau_t| >= lam_t
    |tau_MTL - tau_t|}``, on one block of ``2**18`` values per task: eager (the library's
    :func:`~merging.methods.tall_masks.tall_masks_rule`, numpy ufuncs, then a uint8 vote
    per task, as :func:`~merging.methods.consensus.consensus` does) against one kernel
    fused by ``torch.compile`` (Inductor, C++), the votes accumulated in float32, and the
    boolean masks from a compiled kernel; each compiled kernel's first call (tracing and
-   compiling, or loading Inductor's on-disk cache) is timed apart.
+   compiling, or loading Inductor's on-disk cache) is timed apart. Times are per (task,
+   value) pair.
 
     python benchmarks/limits.py --tasks 20 --threads 1 [--files DIR] [--no-compile]
 
-Without ``--files`` the task vectors are written under the temporary directory first
-(ViT-B/32 shapes, as ``merge_methods.py`` writes them; 6.6 GB at 20 tasks) and deleted.
+Without ``--files`` the task vectors are first written under the temporary directory
+(ViT-B/32 shapes, as ``merge_methods.py`` writes them: 0.35 GB per task, 7.0 GB at 20)
+and deleted at the end. The tables are printed when everything has run.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -35,15 +39,10 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 # merge_methods imports experiments (mergelab's OpenBLAS settings) before numpy loads
-from merge_methods import (  # noqa: E402
-    load,
-    read_chunked,
-    read_floor,
-    vit_b32_shapes,
-    write_task_vectors,
-)
+from merge_methods import load, read_floor, vit_b32_shapes, write_task_vectors  # noqa: E402
 
 BLOCK = 1 << 18
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def best(fn: Callable[[], object], repeats: int) -> float:
@@ -57,9 +56,49 @@ def best(fn: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
+def read_chunked(tvs: list, chunk: int) -> dict:
+    """``read_floor`` with the bytes read ``chunk`` bytes per task at a time (``os.preadv``
+    at each file's own :meth:`~evaluation.checkpoints.LazySafetensors.byte_range`) and
+    summed into each key's output chunk by chunk; float32 keys. Raises ``ValueError`` for
+    fewer than 2 task vectors or a ``chunk`` that is not a positive multiple of 4 bytes."""
+    import numpy as np
+    import torch
+
+    if len(tvs) < 2 or chunk <= 0 or chunk % 4:
+        raise ValueError(f"read_chunked: needs 2+ task vectors and a chunk of 4k bytes, got "
+                         f"{len(tvs)} and {chunk}")  # fmt: skip
+    keys = [k for k in tvs[0] if tvs[0].meta(k)[1] == torch.float32]
+    parts = [np.empty(chunk, dtype=np.uint8) for _ in tvs]
+    out, descriptors = {}, []
+    try:
+        for tv in tvs:
+            descriptors.append(os.open(tv.path, os.O_RDONLY))
+        for key in keys:
+            ranges = [tv.byte_range(key) for tv in tvs]
+            for tv, (start, stop) in zip(tvs, ranges, strict=True):
+                if stop - start != ranges[0][1] - ranges[0][0]:
+                    raise ValueError(f"key {key!r} differs in size in {tv.path} and {tvs[0].path}")
+            total = torch.empty(tvs[0].meta(key)[0], dtype=torch.float32)
+            flat = total.view(-1).numpy()
+            for first in range(0, ranges[0][1] - ranges[0][0], chunk):
+                n = min(chunk, ranges[0][1] - ranges[0][0] - first)
+                for fd, part, (start, _) in zip(descriptors, parts, ranges, strict=True):
+                    if os.preadv(fd, [memoryview(part)[:n]], start + first) != n:
+                        raise OSError(f"short read at byte {start + first} of key {key!r}")
+                acc = flat[first // 4 : (first + n) // 4]
+                np.add(parts[0][:n].view(np.float32), parts[1][:n].view(np.float32), out=acc)
+                for part in parts[2:]:
+                    np.add(acc, part[:n].view(np.float32), out=acc)
+            out[key] = total
+    finally:
+        for fd in descriptors:
+            os.close(fd)
+    return out
+
+
 def read_floors(files: list[str], chunk: int, repeats: int) -> tuple[float, float]:
-    """Seconds to read and sum every key of every file: whole keys (``read_floor``), and in
-    chunks (``read_chunked``), both of ``merge_methods.py``."""
+    """Seconds to read and sum every key of every file into a kept output: whole keys
+    (``merge_methods.read_floor``), and in chunks (:func:`read_chunked`)."""
     from evaluation.checkpoints import LazySafetensors
 
     tvs = [LazySafetensors(f) for f in files]
@@ -67,30 +106,31 @@ def read_floors(files: list[str], chunk: int, repeats: int) -> tuple[float, floa
 
 
 def rule_kernels(tasks: int, repeats: int, compiled: bool) -> list[tuple[str, float, str]]:
-    """(variant, ns per value, note) of the TALL rule with the vote count, on one block."""
+    """(variant, ns per (task, value) pair, note) of the TALL rule with the vote count."""
     import torch
 
     from merging.methods.tall_masks import tall_masks_rule
 
+    Tensor = torch.Tensor
     g = torch.Generator().manual_seed(0)
     taus = [torch.randn(BLOCK, generator=g) * 1e-3 for _ in range(tasks)]
     mtl = torch.stack(taus).sum(0)
     lams = torch.full((tasks,), 0.4)
     rule = tall_masks_rule([0.4] * tasks)
 
-    def eager() -> torch.Tensor:
+    def eager() -> Tensor:
         votes = torch.zeros(BLOCK, dtype=torch.uint8)
         for mask in rule("block", taus, mtl):
             votes += mask
         return votes
 
-    def votes_f32(mtl, lams, *taus):
+    def votes_f32(mtl: Tensor, lams: Tensor, *taus: Tensor) -> Tensor:
         votes = torch.zeros_like(mtl)
         for t, x in enumerate(taus):
             votes = votes + (x.abs() >= lams[t] * (mtl - x).abs()).float()
         return votes
 
-    def masks(mtl, lams, *taus):
+    def masks(mtl: Tensor, lams: Tensor, *taus: Tensor) -> list[Tensor]:
         return [x.abs() >= lams[t] * (mtl - x).abs() for t, x in enumerate(taus)]
 
     per_value = 1e9 / (tasks * BLOCK)
@@ -103,7 +143,7 @@ def rule_kernels(tasks: int, repeats: int, compiled: bool) -> list[tuple[str, fl
         start = time.perf_counter()
         out = kernel(mtl, lams, *taus)
         first = time.perf_counter() - start
-        votes = out if isinstance(out, torch.Tensor) else sum(m.to(torch.uint8) for m in out)
+        votes = out if isinstance(out, Tensor) else sum(m.to(torch.uint8) for m in out)
         same = torch.equal(votes.to(torch.uint8), expected)
         seconds = best(lambda k=kernel: k(mtl, lams, *taus), repeats)
         rows.append((name, seconds * per_value, f"first call {first:.1f} s; votes equal: {same}"))
@@ -112,39 +152,48 @@ def rule_kernels(tasks: int, repeats: int, compiled: bool) -> list[tuple[str, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tasks", type=int, default=20, help="task vectors (at least 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch, OpenMP and BLAS threads")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls; the best is shown")
     parser.add_argument("--chunk-kib", type=int, default=256, help="chunk per task (KiB)")
-    parser.add_argument("--files", type=Path, help="directory of task*.safetensors to read")
+    parser.add_argument(
+        "--files", type=Path, help="directory of task*.safetensors to read (else written to /tmp)"
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     args = parser.parse_args()
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, str(args.threads))
+    if args.tasks < 2 or args.chunk_kib < 1:
+        parser.error("--tasks must be at least 2 and --chunk-kib at least 1")
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, str(args.threads)))  # before numpy loads
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"{args.tasks} tasks; torch.set_num_threads({args.threads}); load {load()} at start\n")
+    started = load()
     made = None
-    if args.files is None:
-        made = Path(tempfile.mkdtemp(prefix="mergelab-limits-"))
-        files = write_task_vectors(made, args.tasks, vit_b32_shapes())
-    else:
-        files = sorted(str(p) for p in args.files.glob("task*.safetensors"))[: args.tasks]
-        if len(files) < args.tasks:
-            raise SystemExit(
-                f"--files {args.files}: {len(files)} task*.safetensors files, not {args.tasks}"
-            )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # finally: the files are deleted
     try:
+        if args.files is None:
+            made = Path(tempfile.mkdtemp(prefix="mergelab-limits-"))
+            print(f"writing {args.tasks} task vectors under {made} ...", file=sys.stderr)
+            files = write_task_vectors(made, args.tasks, vit_b32_shapes())
+        else:
+            files = sorted(str(p) for p in args.files.glob("task*.safetensors"))[: args.tasks]
+            if len(files) < args.tasks:
+                raise SystemExit(
+                    f"--files {args.files}: {len(files)} task*.safetensors files, not {args.tasks}"
+                )
         whole, chunked = read_floors(files, args.chunk_kib * 1024, args.repeats)
     finally:
         if made is not None:
-            shutil.rmtree(made)
-    print("| read floor (read and sum every key of every task) | s (best) |\n|---|---|")
+            shutil.rmtree(made, ignore_errors=True)
+    kernels = rule_kernels(args.tasks, args.repeats, not args.no_compile)
+    print(f"\n{args.tasks} tasks; torch.set_num_threads({args.threads}), "
+          + ", ".join(f"{v}={args.threads}" for v in THREAD_VARIABLES)
+          + f"; best of {args.repeats}; load {started} at start\n")  # fmt: skip
+    print("| read floor: read and sum every key into a kept output | s (best) |\n|---|---|")
     print(f"| whole keys (the read floor of merge_methods.py) | {whole:.3f} |")
     print(f"| chunks of {args.chunk_kib} KiB per task (os.preadv) | {chunked:.3f} |\n")
-    print("| TALL rule + vote count, one block | ns per value (best) | note |\n|---|---|---|")
-    for name, ns, note in rule_kernels(args.tasks, args.repeats, not args.no_compile):
+    print("| TALL rule + vote count, one block | ns per (task, value) | note |\n|---|---|---|")
+    for name, ns, note in kernels:
         print(f"| {name} | {ns:.3f} | {note} |")
     print(f"\nload {load()} at the end")
 

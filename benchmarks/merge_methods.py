@@ -4,8 +4,7 @@ For each task count, random task vectors shaped like the open_clip ViT-B/32 imag
 (random init, nothing downloaded) are written as safetensors files under /tmp and read
 lazily (:class:`evaluation.checkpoints.LazySafetensors`). Every registered data-free method
 runs in a fresh subprocess, next to the read floor (reading every task vector once and
-summing it, key by key; and the same in cache-sized chunks, :func:`read_chunked`) and
-flatten-everything task arithmetic and TIES written here (a
+summing it, key by key) and flatten-everything task arithmetic and TIES written here (a
 (tasks x parameters) matrix, ``kthvalue`` per row). Each row prints its time over the read
 floor. Peak memory is the largest RssAnon (/proc/self/status, sampled every 5 ms):
 memory-mapped file pages are page cache, not the method's. Task-specific methods return
@@ -51,11 +50,7 @@ FLAT = {
     "flat_ta": "TA (flattened)",
     "flat_ties": "TIES (flattened)",
     "read": "read floor: read and sum every task vector once",
-    "read_chunked": "read floor in chunks: the same, 256 KiB per task at a time",
 }
-CHUNK = 256 * 1024
-"""Bytes per task of :func:`read_chunked`: 20 tasks' chunks (5 MiB) stay in the 32 MiB
-last-level cache of this machine."""
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 GIB = 1024**3
 
@@ -134,36 +129,6 @@ def read_floor(tvs: list, experts: bool = False) -> dict:
     return out
 
 
-def read_chunked(tvs: list, chunk: int = CHUNK) -> None:
-    """The read floor with the same bytes read ``chunk`` bytes per task at a time
-    (``os.preadv`` through one descriptor per file, at
-    :meth:`~evaluation.checkpoints.LazySafetensors.byte_range`) and summed chunk by chunk:
-    the tasks' chunks stay in the last-level cache, where whole keys (one buffer of up to
-    9.4 MB per task) go through memory. Float32 keys of ``LazySafetensors`` only."""
-    import numpy as np
-    import torch
-
-    keys = [k for k in tvs[0] if tvs[0].meta(k)[1] == torch.float32]
-    descriptors = [os.open(tv.path, os.O_RDONLY) for tv in tvs]
-    parts = [np.empty(chunk, dtype=np.uint8) for _ in tvs]
-    total = np.empty(chunk // 4, dtype=np.float32)
-    try:
-        for key in keys:
-            start, stop = tvs[0].byte_range(key)
-            for offset in range(start, stop, chunk):
-                n = min(chunk, stop - offset)
-                for fd, part in zip(descriptors, parts, strict=True):
-                    if os.preadv(fd, [memoryview(part)[:n]], offset) != n:
-                        raise OSError(f"short read at byte {offset} of key {key!r}")
-                acc = total[: n // 4]
-                np.add(parts[0][:n].view(np.float32), parts[1][:n].view(np.float32), out=acc)
-                for part in parts[2:]:
-                    np.add(acc, part[:n].view(np.float32), out=acc)
-    finally:
-        for fd in descriptors:
-            os.close(fd)
-
-
 def run_one(name: str, files: list[str], warm: bool = False, experts: bool = False) -> None:
     """Time ``name`` once; with ``warm``, after one untimed run in the same process (the heap
     has grown to its peak: the steady state of a process that merges repeatedly); with
@@ -184,8 +149,6 @@ def run_one(name: str, files: list[str], warm: bool = False, experts: bool = Fal
     def run() -> None:
         if name == "read":
             read_floor(tvs, experts)
-        elif name == "read_chunked":
-            read_chunked(tvs)
         elif name in FLAT:
             {"flat_ta": flat_ta, "flat_ties": flat_ties}[name](tvs)
         else:
@@ -340,14 +303,13 @@ def targets(by_tasks: dict[int, dict[str, dict]]) -> list[str]:
     lines = [
         "",
         "Targets (issue 15): TIES, TALL masks and Consensus at most 3x the read floor with "
-        "peak memory under 1.5 GiB; EMR under 1.5 GiB. The floor is the lesser of the two "
-        "read floors (whole keys, or chunks where measured). Issue 3's ratios to flattened TIES "
+        "peak memory under 1.5 GiB; EMR under 1.5 GiB. Issue 3's ratios to flattened TIES "
         "are kept ('bound': flattened TIES not run as it would not fit, its (T, P) matrix "
         "alone is the denominator; n/a: not run, --no-flat).",
         "",
-        "| tasks | method | time / read floor | time / chunked read floor | CPU / read floor CPU "
-        "| peak GiB | target | met (wall) | peak / flattened TIES | time / flattened TIES |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| tasks | method | time / read floor | CPU / read floor CPU | peak GiB | target | met "
+        "(wall) | peak / flattened TIES | time / flattened TIES |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for tasks, rows in by_tasks.items():
         for name, (max_time, max_peak) in TARGETS.items():
@@ -357,22 +319,21 @@ def targets(by_tasks: dict[int, dict[str, dict]]) -> list[str]:
             mem = ratio(rows, name, "flat_ties", "peak")
             if mem == "n/a" and rows.get("flat_ties", {}).get("bound"):
                 mem = f"<= {row['peak'] / rows['flat_ties']['bound']:.2f} (bound)"
-            measured = [f for f in ("read", "read_chunked") if "wall_s" in rows.get(f, {})]
-            floors = {f: rows[f]["wall_s"] for f in measured}
-            over = row["wall_s"] / floors["read"] if "read" in floors else None
-            chunked = row["wall_s"] / floors["read_chunked"] if "read_chunked" in floors else None
-            least = row["wall_s"] / min(floors.values()) if floors else None
+            over = row["wall_s"] / rows["read"]["wall_s"] if "wall_s" in rows["read"] else None
             wanted = [f"time <= {max_time:g}x"] if max_time else []
             wanted += [f"peak < {max_peak:g} GiB"] if max_peak else []
-            met = (max_time is None or (least is not None and least <= max_time)) and (
-                max_peak is None or row["peak"] / GIB < max_peak
-            )
+            fits = max_peak is None or row["peak"] / GIB < max_peak
+            if not wanted:
+                verdict = "-"
+            elif max_time is not None and over is None:  # the floor failed: time unknown
+                verdict = "n/a (no read floor)" if fits else "no"
+            else:
+                verdict = "yes" if fits and (max_time is None or over <= max_time) else "no"
             lines.append(
                 f"| {tasks} | {row['label']} | {'n/a' if over is None else f'{over:.1f}'} "
-                f"| {'n/a' if chunked is None else f'{chunked:.1f}'} "
                 f"| {ratio(rows, name, 'read', 'cpu_s')} | {row['peak'] / GIB:.2f} "
                 f"| {', '.join(wanted) or '-'} "
-                f"| {('yes' if met else 'no') if wanted else '-'} | {mem} "
+                f"| {verdict} | {mem} "
                 f"| {ratio(rows, name, 'flat_ties', 'wall_s')} |"
             )
     return lines
@@ -620,8 +581,7 @@ def main() -> None:
             rows = by_tasks.setdefault(tasks, {})
             limit = args.limit_gib or 0.6 * mem_available_gib()
             flat = [] if args.no_flat else ["flat_ta", "flat_ties"]
-            chunked = [] if args.experts else ["read_chunked"]  # files of task vectors only
-            order = ["read", *chunked, *flat, *names]
+            order = ["read", *flat, *names]
             runs: dict[str, list[dict]] = {name: [] for name in order}
             for name in order:
                 need = estimate(by_tasks, name, tasks, numel * 4)
