@@ -102,6 +102,19 @@ def json_digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def source_identity(source: str) -> str:
+    """What a cache key records of a data or model source: a hub id as is; a local path
+    with the names, sizes and modification times of its files (so a changed local copy
+    gets a new key)."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        return source
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [(str(p.relative_to(path.parent)), p.stat().st_size, p.stat().st_mtime_ns)
+             for p in files]  # fmt: skip
+    return f"{path.resolve()}:{json_digest(stats)[:16]}"
+
+
 @contextlib.contextmanager
 def locked(root: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on directory ``root`` so concurrent builds do not interleave;

@@ -46,7 +46,7 @@ from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 from tqdm.auto import tqdm
 
 from evaluation.benchmark import check_split
-from evaluation.cache import Manifest, cache_root, json_digest, locked
+from evaluation.cache import Manifest, cache_root, json_digest, locked, source_identity
 from evaluation.clip.labels import aliases, match_labels
 from evaluation.clip.tasks import EMNIST_DIGITS, DatasetSpec
 from evaluation.splits import VAL_FRACTION, VAL_MAX, VAL_SEED, train_val_indices
@@ -276,23 +276,13 @@ def split_images(task: TaskSource, split: str, size: int, cache_dir: Path) -> Re
     return ResizedImages(rows, indices, size)
 
 
-def _source_identity(source: str) -> str:
-    """A hub id as is; a local path with the names, sizes and times of its files."""
-    path = Path(source).expanduser()
-    if not path.exists():
-        return source
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    stats = [(str(p.relative_to(path.parent)), p.stat().st_size, p.stat().st_mtime_ns)
-             for p in files]  # fmt: skip
-    return f"{path.resolve()}:{json_digest(stats)[:16]}"
-
 
 def cache_path(task: TaskSource, split: str, size: int, cache_dir: Path) -> Path:
     """The cache directory of one decoded split (see the module docstring)."""
     spec = task.spec
     recipe = {
         "version": CACHE_VERSION,
-        "source": _source_identity(task.source),
+        "source": source_identity(task.source),
         "revision": task.revision,
         "config": spec.config,
         "hub_split": _hub_split(task, split),

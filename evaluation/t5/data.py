@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.benchmark import check_split
-from evaluation.cache import Manifest, json_digest, locked
+from evaluation.cache import Manifest, json_digest, locked, source_identity
 from evaluation.splits import VAL_FRACTION, VAL_MAX, VAL_SEED, train_val_indices
 from evaluation.t5.prompts import Prompted, prompt
 from evaluation.t5.tasks import TaskSpec
@@ -171,16 +171,6 @@ def tokenise(
             out.references = [[next(decoded) for _ in answers] for answers in out.references]
     return out
 
-
-def source_identity(source: str) -> str:
-    """A hub id as is; a local path with the names, sizes and times of its files."""
-    path = Path(source).expanduser()
-    if not path.exists():
-        return source
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    stats = [(str(p.relative_to(path.parent)), p.stat().st_size, p.stat().st_mtime_ns)
-             for p in files]  # fmt: skip
-    return f"{path.resolve()}:{json_digest(stats)[:16]}"
 
 
 def tokenizer_identity(tokenizer: Any) -> str:

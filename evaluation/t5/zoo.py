@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from evaluation.benchmark import Benchmark, Task
-from evaluation.cache import Manifest, json_digest, locked
+from evaluation.cache import Manifest, json_digest, locked, source_identity
 from evaluation.checkpoints import CheckpointError, LazySafetensors, check_matches
 from evaluation.schemas import check_fields
 from evaluation.t5.benchmark import TextBenchmark
@@ -49,7 +49,6 @@ from evaluation.t5.checkpoints import (
     unique_state,
 )
 from evaluation.t5.config import T5ZooConfig
-from evaluation.t5.data import source_identity
 from evaluation.t5.evaluator import T5Evaluator
 from evaluation.zoo import Env, Experts
 

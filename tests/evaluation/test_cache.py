@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.cache import Manifest, atomic_path, file_sha256
+from evaluation.cache import Manifest, atomic_path, file_sha256, source_identity
 
 RECIPE = {"version": 1, "size": 8}
 
@@ -128,3 +128,16 @@ def test_building_in_a_read_only_cache_names_the_file(tmp_path, monkeypatch):
                                               r"is not writable"):  # fmt: skip
         with manifest.writing("c.bin") as tmp:
             tmp.write_bytes(b"x")
+
+
+def test_source_identity_keeps_hub_ids_and_tracks_local_files(tmp_path: Path) -> None:
+    assert source_identity("org/dataset") == "org/dataset"  # not a local path: a hub id
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("1")
+    first = source_identity(str(data))
+    assert first.startswith(str(data.resolve())) and source_identity(str(data)) == first
+    (data / "a.txt").write_text("22")  # another size: another identity
+    assert source_identity(str(data)) != first
+    single = source_identity(str(data / "a.txt"))
+    assert single.startswith(str((data / "a.txt").resolve()))
