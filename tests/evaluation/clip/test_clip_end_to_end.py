@@ -39,6 +39,7 @@ from experiments.config import register_schemas
 from experiments.report import main as report_main
 from experiments.report import report
 from merging import method_spec
+from tests.threads import one_thread_fixture
 
 ROOT = Path(__file__).resolve().parents[3]
 ARCH, TASK_NAMES = "mergelab-tiny-vit", ["Cars", "DTD"]
@@ -54,13 +55,7 @@ def perturbed(state, seed, scale=0.02):
     return {k: v + scale * torch.randn(v.shape, generator=gen) for k, v in state.items()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The stand-in model is tiny: extra CPU threads only add synchronisation overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = one_thread_fixture("module", autouse=True)  # tiny stand-in models
 
 
 @pytest.fixture(scope="module")

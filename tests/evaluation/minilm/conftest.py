@@ -4,10 +4,10 @@ and a tiny MiniLM zoo recipe."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from evaluation.minilm.config import FinetuneRecipe, HeadRecipe, MiniLMRecipe
 from tests.evaluation.real import standins
+from tests.threads import one_thread_fixture
 
 TASKS = ["part_of_speech", "verb_transitivity"]
 RECIPE = MiniLMRecipe(
@@ -29,10 +29,4 @@ def patched_sources(standin_sources, monkeypatch):
     return standins.patch(monkeypatch, standin_sources)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_thread():
-    """The stand-in model is tiny: extra CPU threads only add synchronisation overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = one_thread_fixture("session", autouse=True)  # tiny stand-in models

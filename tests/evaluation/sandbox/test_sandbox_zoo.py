@@ -21,6 +21,7 @@ from evaluation.sandbox.benchmark import SandboxBenchmark
 from evaluation.sandbox.tasks import GENERATORS
 from evaluation.zoo import Env, Experts, TaskVectorZoo
 from experiments.config import register_schemas
+from tests.threads import one_thread_fixture
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
 TASK_NAMES = ["digits", "arrows"]
@@ -57,13 +58,7 @@ def load(cache, names=TASK_NAMES, zoo=None, bench=None) -> Experts:
     return (zoo or tiny_zoo()).load(bench, tasks(names, bench), Env(Path(cache)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other jobs for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = one_thread_fixture("module", autouse=True)  # tiny stand-in models
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.evaluation.t5.examples import WORDS, example
+from tests.threads import one_thread_fixture
 
 ROOT = Path(__file__).resolve().parents[3]
 VOCAB = ["<pad>", "</s>", "<unk>", *WORDS, "yes", "no", "acceptable", "unacceptable",
@@ -28,13 +29,7 @@ NLP_TASKS = ["paws", "qasc", "ropes"]
 GLUE_TASKS = ["cola", "stsb"]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_thread():
-    """The stand-in model is tiny: extra CPU threads only add synchronisation overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = one_thread_fixture("session", autouse=True)  # tiny stand-in models
 
 
 def tokenizer():

@@ -24,12 +24,7 @@ T, C, D = 3, 4, 5  # tasks, classes, input features
 TASKS = [f"t{i}" for i in range(T)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def data_for(module: nn.Module, inputs: dict[str, torch.Tensor], **extra) -> TaskData:
