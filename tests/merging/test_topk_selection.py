@@ -14,6 +14,21 @@ from merging import TaskVectors
 from merging.selection import authors_kept_count, kept_count, topk_masks
 
 
+def random_task_vector(
+    shapes: list[tuple[int, ...]], dtype: torch.dtype, levels: int, seed: int
+) -> dict[str, torch.Tensor]:
+    """Keys ``k0, k1, ...`` of random values, or (``levels`` > 0) of few multiples of 1/4:
+    many equal magnitudes, zeros among them."""
+    g = torch.Generator().manual_seed(seed)
+    tv = {}
+    for i, shape in enumerate(shapes):
+        x = torch.randn(shape, generator=g)
+        if levels:
+            x = torch.randint(-levels, levels + 1, shape, generator=g).float() / 4
+        tv[f"k{i}"] = x.to(dtype)
+    return tv
+
+
 def reference_topk(flat: torch.Tensor, k: float) -> torch.Tensor:
     """Top ceil(k * P) of |flat| (k read as a decimal), ties to the earliest index."""
     n = math.ceil(Fraction(str(k)) * flat.numel())
@@ -68,13 +83,7 @@ shapes = st.lists(
 )
 def test_streamed_topk_equals_sorted_reference(shapes, k, dtype, levels, seed) -> None:
     """Random tensors, or few distinct magnitudes (many ties), in several dtypes."""
-    g = torch.Generator().manual_seed(seed)
-    tv = {}
-    for i, shape in enumerate(shapes):
-        x = torch.randn(shape, generator=g)
-        if levels:
-            x = torch.randint(-levels, levels + 1, shape, generator=g).float() / 4
-        tv[f"k{i}"] = x.to(dtype)
+    tv = random_task_vector(shapes, dtype, levels, seed)
     flat = torch.cat([x.flatten() for x in tv.values()])
     expected = reference_topk(flat, k)
     actual = streamed_flat_mask(tv, k)
@@ -233,13 +242,7 @@ def test_streamed_authors_topk_equals_their_kthvalue_threshold(
     shapes, density, extra, dtype, levels, seed
 ) -> None:
     """Random tensors, or few distinct magnitudes (ties, zeros at the threshold)."""
-    g = torch.Generator().manual_seed(seed)
-    tv = {}
-    for i, shape in enumerate(shapes):
-        x = torch.randn(shape, generator=g)
-        if levels:
-            x = torch.randint(-levels, levels + 1, shape, generator=g).float() / 4
-        tv[f"k{i}"] = x.to(dtype)
+    tv = random_task_vector(shapes, dtype, levels, seed)
     flat = torch.cat([x.float().flatten() for x in tv.values()])
     expected = ref.authors_topk_masks(flat.unsqueeze(0), density, extra)[0]
     actual = authors_flat_mask(tv, density, extra)
