@@ -14,12 +14,7 @@ import numpy as np
 import torch
 
 from merging.methods.dare import key_generator
-
-StateDict = dict[str, torch.Tensor]
-
-
-def float_keys(tv: StateDict) -> list[str]:
-    return [key for key, x in tv.items() if x.is_floating_point()]
+from tests.merging.methods.sparse_references import StateDict, flatten, unflatten
 
 
 def per_key(tvs: list[StateDict], fn) -> StateDict:
@@ -110,22 +105,6 @@ def magmax(tvs: list[StateDict]) -> StateDict:
 # ---- PCB-Merging ------------------------------------------------------------------------
 
 
-def _flatten(tvs: list[StateDict]) -> torch.Tensor:
-    keys = float_keys(tvs[0])
-    return torch.stack([torch.cat([tv[k].float().flatten() for k in keys]) for tv in tvs])
-
-
-def _unflatten(vec: torch.Tensor, like: StateDict) -> StateDict:
-    out, offset = {}, 0
-    for key, x in like.items():
-        if x.is_floating_point():
-            out[key] = vec[offset : offset + x.numel()].reshape(x.shape).to(x.dtype)
-            offset += x.numel()
-        else:
-            out[key] = x
-    return out
-
-
 def _clamp_rows(x: torch.Tensor, low_ratio: float, high_ratio: float) -> torch.Tensor:
     d = x.shape[1]
     ordered = torch.sort(x, dim=1).values
@@ -141,7 +120,7 @@ def _minmax_rows(x: torch.Tensor) -> torch.Tensor:
 
 def pcb(tvs: list[StateDict], density: float, clip: float, cross: str) -> StateDict:
     """PCB on the (T, d) matrix as its authors lay it out."""
-    checks = _flatten(tvs)
+    checks = flatten(tvs)
     n = checks.shape[0]
     mags = _clamp_rows(checks.abs(), clip, clip)
     unit = _minmax_rows(mags)
@@ -149,7 +128,7 @@ def pcb(tvs: list[StateDict], density: float, clip: float, cross: str) -> StateD
     balance = torch.exp(n * unit**2) * torch.tanh(checks * other)
     scale = _minmax_rows(_clamp_rows(balance, 1 - density, 0))
     merged = (checks.sign() * mags * scale).sum(0) / (scale.sum(0)).clamp(min=1e-12)
-    return _unflatten(merged, tvs[0])
+    return unflatten(merged, tvs[0])
 
 
 # ---- Model Stock ------------------------------------------------------------------------
@@ -212,8 +191,8 @@ def lines(
 ) -> StateDict:
     """``(lam + depth_scale * depth) * merged`` with ``lam = ||sum_t tau_t||_1 /
     (T ||merged||_1)`` over the flattened float entries; ``lam`` outside the blocks."""
-    total = _flatten(tvs).sum(0).abs().double().sum()
-    lam = float(total / (len(tvs) * _flatten([merged])[0].abs().double().sum()))
+    total = flatten(tvs).sum(0).abs().double().sum()
+    lam = float(total / (len(tvs) * flatten([merged])[0].abs().double().sum()))
     return {
         key: (x * (lam + depth_scale * (depths[key] or 0.0))) if x.is_floating_point() else x
         for key, x in merged.items()
