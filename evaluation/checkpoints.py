@@ -41,9 +41,22 @@ _DTYPES = {
     "I32": torch.int32,
     "I16": torch.int16,
     "I8": torch.int8,
+    "U64": torch.uint64,
+    "U32": torch.uint32,
+    "U16": torch.uint16,
     "U8": torch.uint8,
     "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E4M3FNUZ": torch.float8_e4m3fnuz,
+    "F8_E5M2": torch.float8_e5m2,
+    "F8_E5M2FNUZ": torch.float8_e5m2fnuz,
+    "C64": torch.complex64,
 }
+
+
+class UnsupportedDtype(ValueError):
+    """A safetensors entry of a dtype :class:`LazySafetensors` cannot read (the file itself
+    may be intact)."""
 
 
 class LazySafetensors(Mapping[str, torch.Tensor]):
@@ -69,6 +82,13 @@ class LazySafetensors(Mapping[str, torch.Tensor]):
                 header = json.loads(f.read(length))
             self._start = 8 + length
             self._entries = {k: v for k, v in header.items() if k != "__metadata__"}
+            unknown = {k: v["dtype"] for k, v in self._entries.items() if v["dtype"] not in _DTYPES}
+            if unknown:
+                key, name = next(iter(unknown.items()))
+                raise UnsupportedDtype(
+                    f"checkpoint {self.path}: key {key!r} has dtype {name!r}, which this reader "
+                    f"does not know (it reads {', '.join(_DTYPES)})"
+                )
             for key, v in self._entries.items():
                 v["dtype"] = _DTYPES[v["dtype"]]
                 begin, end = v["data_offsets"]
@@ -78,6 +98,8 @@ class LazySafetensors(Mapping[str, torch.Tensor]):
             end = max((v["data_offsets"][1] for v in self._entries.values()), default=0)
             if self._start + end > size:
                 raise ValueError(f"its tensors end at byte {self._start + end}, the file at {size}")
+        except UnsupportedDtype:
+            raise
         except (struct.error, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(
                 f"checkpoint {self.path} is truncated or corrupt, not a readable safetensors "

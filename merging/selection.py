@@ -41,6 +41,7 @@ Values = Callable[[int, str, Tensor], Tensor]
 _HI_BINS = 1 << 15  # high 16 bits of a non-negative float32 (the sign bit is 0)
 _LO_BINS = 1 << 16  # low 16 bits
 _MAX_BITS = (1 << 31) - 1
+_INF_BITS = 0x7F800000  # +inf: above every finite magnitude, so a threshold that keeps none
 _SAMPLE_STRIDE = 127  # prime: a systematic sample of a matrix meets all its columns
 _SAMPLE_SIZE = 1 << 19  # at most, per task (then every other entry, and the stride doubled)
 
@@ -80,7 +81,8 @@ class TopK:
         """Boolean mask of the kept entries of ``values`` (this task's ranked tensor at ``key``)."""
         keep = magnitude_bits(values) > self.threshold
         tied = self.kept_ties(key, values)
-        if tied is not None:
+        if tied is not None:  # flat indices in logical order: set them in a contiguous mask
+            keep = keep.contiguous()
             keep.view(-1)[tied] = True
         return keep
 
@@ -188,6 +190,8 @@ def topk_masks(
     n = kept_count(density, total) if exact else authors_kept_count(density, total, extra)
     if n >= total:  # keep everything (also when there is nothing to keep)
         return [TopK(-1, {}, {}, total, total) for _ in range(num_tasks)]
+    if n == 0:  # density * total within float noise of 0: keep nothing
+        return [TopK(_INF_BITS, {}, {}, 0, total) for _ in range(num_tasks)]
     bands: list[tuple[int, int, int] | None] = [_band(s.values, n, total) for s in samples]
     del samples
     in_band = [_Store(band[2], tvs.device) for band in bands]

@@ -177,3 +177,24 @@ def test_byte_range_locates_each_tensor_in_the_file(tmp_path: Path, state) -> No
             assert torch.equal(raw.reshape(x.shape), x)
     with pytest.raises(KeyError, match="nope"):
         lazy.byte_range("nope")
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64, torch.float8_e4m3fn,
+                                   torch.float8_e5m2, torch.complex64])  # fmt: skip
+def test_reads_every_dtype_safetensors_writes(tmp_path: Path, dtype) -> None:
+    path = tmp_path / "m.safetensors"
+    x = torch.arange(6).reshape(2, 3).to(dtype)
+    save_file({"x": x, "w": torch.randn(3)}, str(path))
+    lazy = LazySafetensors(path)
+    assert lazy.meta("x") == (torch.Size([2, 3]), dtype)
+    assert torch.equal(lazy["x"].view(torch.uint8), x.view(torch.uint8))  # the same bytes
+
+
+def test_an_unknown_dtype_is_named_not_called_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.randn(3)}, str(path))
+    data = path.read_bytes().replace(b'"F32"', b'"F4X"')  # same length: a dtype from the future
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match="key 'w' has dtype 'F4X'") as e:
+        LazySafetensors(path)
+    assert "corrupt" not in str(e.value)

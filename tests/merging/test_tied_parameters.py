@@ -68,3 +68,14 @@ def test_a_non_numeric_option_names_the_option():
     with pytest.raises(ValueError, match="option 'density' must be a number, got 'abc'"):
         merge("ties", [{"w": torch.ones(3)}, {"w": torch.ones(3)}], density="abc")
     assert method_spec("ties").hparams["density"] == 0.2
+
+
+def test_a_view_in_another_dtype_is_not_tied() -> None:
+    a = torch.randn(4)
+    tvs = [
+        {"w": a, "bits": a.view(torch.int32)},
+        {"w": torch.randn(4), "bits": torch.randn(4).view(torch.int32)},
+    ]
+    assert tied_groups(tvs[0]) == []
+    out = merge("task_arithmetic", tvs)
+    assert out["bits"].dtype == torch.int32 and torch.equal(out["bits"], tvs[0]["bits"])

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tests.merging.methods.sparse_references as ref
-from merging import TaskVectors
+from merging import TaskVectors, merge
 from merging.selection import authors_kept_count, kept_count, topk_masks
 
 
@@ -276,3 +276,22 @@ def test_trim_is_the_masked_product(count: str, density: float) -> None:
         trimmed = sel.trim(key, x, out)
         assert trimmed is out
         assert torch.equal(trimmed, x * sel.mask(key, x)), key
+
+
+def test_a_density_that_keeps_no_entry_keeps_none() -> None:
+    tvs = [{"w": torch.randn(5)}, {"w": torch.randn(5)}]  # 1e-10 * 5 entries: 0 kept
+    assert all(s.kept == 0 for s in topk_masks(TaskVectors(tvs), 1e-10))
+    assert torch.equal(merge("ties", tvs, density=1e-10)["w"], torch.zeros(5))
+    assert all(not tv["w"].any() for tv in merge("magnitude_pruning", tvs, density=1e-10))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_masks_of_a_transposed_tensor_with_ties_at_the_threshold(dtype) -> None:
+    g = torch.Generator().manual_seed(0)
+    levels = torch.randint(-3, 4, (2, 64, 32), generator=g).to(dtype) / 4  # many ties
+    transposed = [{"w": x.t()} for x in levels]
+    contiguous = [{"w": x.t().contiguous()} for x in levels]
+    for method in ("magnitude_pruning", "magnitude_masking"):
+        for a, b in zip(merge(method, transposed, density=0.1),
+                        merge(method, contiguous, density=0.1), strict=True):  # fmt: skip
+            assert torch.equal(a["w"], b["w"])

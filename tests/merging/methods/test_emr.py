@@ -109,3 +109,11 @@ def test_emr_deterministic_across_devices_and_calls() -> None:
     first, second = merge("emr", tvs, device="cpu"), merge("emr", tvs)
     for a, b in zip(first, second, strict=True):
         assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_emr_merges_a_model_with_an_empty_entry() -> None:
+    g = torch.Generator().manual_seed(0)
+    tvs = [{"w": torch.randn(3, generator=g), "empty": torch.zeros(0, 2)} for _ in range(2)]
+    out = merge("emr", tvs)
+    assert [tuple(tv["empty"].shape) for tv in out] == [(0, 2), (0, 2)]
+    assert all(tv["w"].shape == (3,) for tv in out)
