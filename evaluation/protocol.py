@@ -19,6 +19,7 @@ peak extra memory (``merge_peak_mib``, :mod:`evaluation.resources`).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,8 +95,8 @@ class Method:
         alphas = tuple(float(a) for a in cfg.get("alphas", (1.0,)))
         if not alphas:
             raise ValueError(f"{where}.alphas is empty: give at least one scaling coefficient")
-        if any(a <= 0 for a in alphas):
-            raise ValueError(f"{where}.alphas must be positive, got {list(alphas)}")
+        if not all(0 < a < math.inf for a in alphas):  # NaN fails this too
+            raise ValueError(f"{where}.alphas must be positive and finite, got {list(alphas)}")
         return cls(
             key=key,
             label=str(cfg.get("label") or spec.label),

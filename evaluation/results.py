@@ -66,10 +66,14 @@ def write_rows(rows: Iterable[Row], path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_rows(*paths: str | os.PathLike) -> pd.DataFrame:
-    """Concatenate result files; errors name the file whose columns are wrong."""
+    """Concatenate result files; errors name the file that is not one (unreadable as CSV,
+    or without the columns)."""
     frames = []
     for path in paths:
-        frame = pd.read_csv(path, dtype={"hyperparameters": str})
+        try:
+            frame = pd.read_csv(path, dtype={"hyperparameters": str})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not a mergelab results file ({e})") from None
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"{path}: not a mergelab results file (no column {missing[0]!r})")

@@ -35,9 +35,12 @@ STORAGE = "storage_gbit"
 
 
 def result_files(paths: Sequence[str | Path]) -> list[Path]:
-    """``results.csv`` of each run directory, or the file itself; errors name the path."""
+    """``results.csv`` of each run directory, or the file itself; errors name the path.
+    Hydra's ``multirun.yaml`` (beside the jobs of a sweep, so in ``<sweep>/*``) is skipped."""
     files = []
     for path in map(Path, paths):
+        if path.name == "multirun.yaml" and path.is_file():
+            continue
         file = path / "results.csv" if path.is_dir() else path
         if not file.is_file():
             what = "run directory without results.csv" if path.is_dir() else "no such file"

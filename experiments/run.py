@@ -77,6 +77,11 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device={device!r} is not a torch device (auto, cpu, cuda, cuda:N, "
+                         f"...): {e}") from None  # fmt: skip
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but no CUDA device is available; use device=cpu")
     return device
@@ -154,8 +159,14 @@ def unit_key(
     config: Mapping[str, Any], unit: str, device: str, depends_on: Collection[str] = ()
 ) -> str:
     """Digest of :func:`unit_config` and of the code that computes rows (:data:`CODE_VERSION`:
-    every ``.py`` file of ``merging/``, ``evaluation/`` and ``experiments/pipelines/``)."""
-    return json_digest({**unit_config(config, unit, device, depends_on), "code": CODE_VERSION})
+    every ``.py`` file of ``merging/``, ``evaluation/`` and ``experiments/pipelines/``); a
+    section's copy of ``cache_dir`` (the benchmark's) is left out of the digest, as the
+    top-level one is (it changes no number), and kept in the stored config."""
+    kept = {  # the stored unit_config keeps it: the compare tool rebuilds benchmarks from it
+        k: {kk: vv for kk, vv in v.items() if kk != "cache_dir"} if isinstance(v, dict) else v
+        for k, v in unit_config(config, unit, device, depends_on).items()
+    }
+    return json_digest({**kept, "code": CODE_VERSION})
 
 
 def stored_units(store: ResultStore, keys: Mapping[str, str], run: str) -> dict[str, list[Row]]:
@@ -223,6 +234,7 @@ def main(cfg: DictConfig) -> float | None:
     name = cfg.get("run_name") or f"{cfg.model.name}-{cfg.benchmark.name}-{run_dir.name}"
     config = OmegaConf.to_container(cfg, resolve=True)
     store = ResultStore(Path(HydraConfig.get().runtime.cwd, cfg.store_dir))
+    store.check_writable("store_dir")  # before anything is computed, not after the first unit
     units = list(config["method"])
     pipeline: Pipeline = instantiate(cfg.pipeline)
     depends_on = dependencies(pipeline, config["method"])

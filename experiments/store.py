@@ -86,6 +86,18 @@ class ResultStore:
         self.units_dir = self.root / "units"
         self.runs_dir = self.root / "runs"
 
+    def check_writable(self, option: str) -> None:
+        """Create the store's directories; ``ValueError`` naming ``option`` and the path if
+        they cannot be (a file in the way, no permission)."""
+        try:
+            for directory in (self.units_dir, self.runs_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+                if not os.access(directory, os.W_OK):
+                    raise PermissionError(f"{directory} is not writable")
+        except OSError as e:
+            raise ValueError(f"{option}={str(self.root)!r}: the results store cannot be "
+                             f"created or written there ({e})") from None  # fmt: skip
+
     def unit_path(self, key: str) -> Path:
         return self.units_dir / f"{key}.parquet"
 

@@ -22,6 +22,7 @@ default is what the method's paper defines; the other value is what the authors'
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from numbers import Integral
 
@@ -32,9 +33,10 @@ RANK_COUNTS = ("at_least_one", "authors")
 
 
 def number(name: str, value: object) -> float:
-    """``value`` as a float; ``ValueError`` naming the option if it is not a number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"option {name!r} must be a number, got {value!r}")
+    """``value`` as a float; ``ValueError`` naming the option if it is not a finite number
+    (NaN would pass every range check: each comparison with it is false)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"option {name!r} must be a finite number, got {value!r}")
     return float(value)
 
 

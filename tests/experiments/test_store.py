@@ -100,3 +100,27 @@ def test_temporaries_of_a_killed_writer_are_not_read(tmp_path):
     (tmp_path / "units" / ".k2.parquet.999999.abc.tmp").write_bytes(b"half")
     assert set(store.results().unit_key) == {"k1"}
     assert len(pd.read_parquet(tmp_path / "units")) == len(rows("r", "m", 0))
+
+
+def test_a_store_that_cannot_be_created_is_refused_naming_the_option(tmp_path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="store_dir=.*a_file/store.*cannot be created"):
+        ResultStore(blocker / "store").check_writable("store_dir")
+    ResultStore(tmp_path / "fine").check_writable("store_dir")
+    assert (tmp_path / "fine" / "units").is_dir()
+
+
+def test_report_inputs_skip_a_sweeps_multirun_yaml_and_name_a_bad_file(tmp_path) -> None:
+    from evaluation.results import read_rows, write_rows
+    from experiments.report import result_files
+
+    job = tmp_path / "0"
+    job.mkdir()
+    write_rows([], job / "results.csv")
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  mode: MULTIRUN\n  a: b, c\n")
+    assert result_files(sorted(tmp_path.iterdir())) == [job / "results.csv"]
+    bad = tmp_path / "notes.csv"
+    bad.write_bytes(b"a\n1,2,3\n")
+    with pytest.raises(ValueError, match="notes.csv: not a mergelab results file"):
+        read_rows(bad)

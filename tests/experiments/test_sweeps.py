@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from evaluation.results import Row
 from experiments.pipelines.task_vectors import TaskVectorPipeline
-from experiments.run import dependencies, unit_key, val_objective
+from experiments.run import dependencies, resolve_device, unit_key, val_objective
 from experiments.shards import shard_plan
 from experiments.store import ResultStore
 from tests.experiments.test_run import ENV, ROOT, TINY, command, run
@@ -107,6 +107,20 @@ def test_a_units_key_changes_with_the_methods_it_depends_on_only():
     assert unit_key(changed, "ta", "cpu", deps["ta"]) == key["ta"]
     assert unit_key(config, "ta", "cuda:1", []) == unit_key(config, "ta", "cuda", [])
     assert unit_key(config, "ta", "cuda", []) != key["ta"]
+
+
+def test_a_units_key_ignores_the_cache_directory_wherever_the_config_copies_it():
+    config = {"cache_dir": "/c", "benchmark": {"name": "b", "cache_dir": "/c"}, "method": METHODS}
+    moved = {"cache_dir": "/c/", "benchmark": {"name": "b", "cache_dir": "/c/"}, "method": METHODS}
+    assert unit_key(config, "ta", "cpu", []) == unit_key(moved, "ta", "cpu", [])
+    other = {**config, "benchmark": {"name": "b2", "cache_dir": "/c"}}
+    assert unit_key(other, "ta", "cpu", []) != unit_key(config, "ta", "cpu", [])
+
+
+def test_a_device_that_torch_does_not_know_is_refused_by_name():
+    with pytest.raises(ValueError, match="device='gpu' is not a torch device"):
+        resolve_device("gpu")
+    assert resolve_device("cpu") == "cpu"
 
 
 def test_shards_keep_consensus_with_the_tall_masks_it_depends_on():

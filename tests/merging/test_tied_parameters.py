@@ -65,7 +65,7 @@ def test_errors_name_the_task():
 
 
 def test_a_non_numeric_option_names_the_option():
-    with pytest.raises(ValueError, match="option 'density' must be a number, got 'abc'"):
+    with pytest.raises(ValueError, match="option 'density' must be a finite number, got 'abc'"):
         merge("ties", [{"w": torch.ones(3)}, {"w": torch.ones(3)}], density="abc")
     assert method_spec("ties").hparams["density"] == 0.2
 
