@@ -39,10 +39,15 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 # merge_methods imports experiments (mergelab's OpenBLAS settings) before numpy loads
-from merge_methods import load, read_floor, vit_b32_shapes, write_task_vectors  # noqa: E402
+from merge_methods import (  # noqa: E402
+    THREAD_VARIABLES,
+    load,
+    read_floor,
+    vit_b32_shapes,
+    write_task_vectors,
+)
 
 BLOCK = 1 << 18
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def best(fn: Callable[[], object], repeats: int) -> float:
