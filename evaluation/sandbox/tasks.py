@@ -3,16 +3,19 @@
 Each task draws its own kind of image (glyphs, shapes, colours, textures, counts, layouts,
 ...) with nuisance variation (position, scale, rotation, colours, background blotches,
 pixel noise), so the tasks need different features, like the 8/14/20-task vision benchmark
-of Ilharco et al. (2023) and Wang et al. (ICML 2024). :data:`GENERATORS` is in canonical
-order: the first 8 / 14 / 20 form sandbox8 / sandbox14 / sandbox20
+of Ilharco et al. (2023) and Wang et al. (ICML 2024). :data:`GENERATORS` pairs each task's
+class names and templates (data, :data:`DATA_FILE`) with its drawing function (code), in the
+file's canonical order: the first 8 / 14 / 20 form sandbox8 / sandbox14 / sandbox20
 (:mod:`evaluation.sandbox.benchmark`), where real MNIST and Fashion-MNIST take the places of
 digits and arrows when installed (:mod:`evaluation.sandbox.real_tasks`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 
 import numpy as np
 
@@ -418,179 +421,64 @@ def _noise(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
     return np.clip(img + sigma * rng.standard_normal(img.shape), 0, 1)
 
 
-_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+DATA_FILE = "evaluation/sandbox/data/tasks.json"
+_DRAW: dict[str, Draw] = {
+    "digits": _glyph_task(list("0123456789")),
+    "shapes": _shapes,
+    "colours": _colours,
+    "textures": _textures,
+    "letters": _glyph_task(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")),
+    "counting": _counting,
+    "orientation": _orientation,
+    "arrows": _arrows,
+    "positions": _positions,
+    "faces": _faces,
+    "sizes": _sizes,
+    "seven_segment": _seven_segment,
+    "brightness": _brightness,
+    "gradients": _gradients,
+    "dice": _dice,
+    "thickness": _thickness,
+    "stripes": _stripes,
+    "sentiment": _sentiment,
+    "rotation": _rotation,
+    "noise": _noise,
+}
+_DRAWN_BY_NAME = {"shapes": tuple(d.SHAPES), "colours": tuple(_COLOURS)}
+"""Tasks whose drawing code picks each class by its name: their class names must be these."""
 
-GENERATORS: tuple[TaskGenerator, ...] = (
-    TaskGenerator(
-        "digits",
-        _NUMBERS,
-        (
-            'a photo of the number: "{}".',
-            "a drawing of the digit {}.",
-            "the digit {}.",
-            "an image showing the number {}.",
-        ),
-        _glyph_task(list("0123456789")),
-    ),
-    TaskGenerator(
-        "shapes",
-        tuple(d.SHAPES),
-        ("a {}.", "a drawing of a {}.", "a {} shape.", "an image of a {}."),
-        _shapes,
-    ),
-    TaskGenerator(
-        "colours",
-        tuple(_COLOURS),
-        ("something {}.", "a {} object.", "a {} shape on a grey background.", "the colour {}."),
-        _colours,
-    ),
-    TaskGenerator(
-        "textures",
-        ("striped", "checkered", "dotted", "grid", "zigzag", "wavy", "speckled", "plain"),
-        ("a {} texture.", "a {} pattern.", "a photo of a {} surface.", "{} texture."),
-        _textures,
-    ),
-    TaskGenerator(
-        "letters",
-        tuple("abcdefghijklmnopqrstuvwxyz"),
-        (
-            'the letter "{}".',
-            "a drawing of the letter {}.",
-            "the character {}.",
-            "an image of the letter {}.",
-        ),
-        _glyph_task(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")),
-    ),
-    TaskGenerator(
-        "counting",
-        _NUMBERS[1:7],
-        ("{} dots.", "a picture of {} dots.", "there are {} dots.", "a count of {} spots."),
-        _counting,
-    ),
-    TaskGenerator(
-        "orientation",
-        ("0 degrees", "30 degrees", "60 degrees", "90 degrees", "120 degrees", "150 degrees"),
-        (
-            "a line at {}.",
-            "a bar tilted {}.",
-            "a long stroke at an angle of {}.",
-            "a line rotated by {}.",
-        ),
-        _orientation,
-    ),
-    TaskGenerator(
-        "arrows",
-        ("right", "down", "left", "up"),
-        ("an arrow pointing {}.", "a {} arrow.", "a sign pointing {}.", "an arrow that points {}."),
-        _arrows,
-    ),
-    TaskGenerator(
-        "positions",
-        (
-            "top left",
-            "top",
-            "top right",
-            "left",
-            "middle",
-            "right",
-            "bottom left",
-            "bottom",
-            "bottom right",
-        ),
-        (
-            "a shape at the {}.",
-            "an object in the {} of the picture.",
-            "something {}.",
-            "a small shape placed {}.",
-        ),
-        _positions,
-    ),
-    TaskGenerator(
-        "faces",
-        ("happy", "sad", "surprised", "neutral"),
-        ("a {} face.", "a drawing of a {} face.", "someone looking {}.", "a face that looks {}."),
-        _faces,
-    ),
-    TaskGenerator(
-        "sizes",
-        ("tiny", "small", "medium", "large", "huge"),
-        ("a {} shape.", "a {} object.", "a picture of something {}.", "a shape that is {}."),
-        _sizes,
-    ),
-    TaskGenerator(
-        "seven_segment",
-        _NUMBERS,
-        (
-            "a seven-segment display showing {}.",
-            "the number {} on a digital display.",
-            "a digital clock digit {}.",
-            "an lcd showing {}.",
-        ),
-        _seven_segment,
-    ),
-    TaskGenerator(
-        "brightness",
-        ("very dark", "dark", "medium", "bright", "very bright"),
-        ("a {} image.", "a {} picture.", "a photo that is {}.", "an image with {} light."),
-        _brightness,
-    ),
-    TaskGenerator(
-        "gradients",
-        ("right", "bottom right", "bottom", "bottom left", "left", "top left", "top", "top right"),
-        (
-            "a gradient that is lightest at the {}.",
-            "a ramp getting lighter towards the {}.",
-            "light coming from the {}.",
-            "a shading that brightens to the {}.",
-        ),
-        _gradients,
-    ),
-    TaskGenerator(
-        "dice",
-        _NUMBERS[1:7],
-        (
-            "a die showing {}.",
-            "a dice roll of {}.",
-            "a die with {} pips.",
-            "a photo of a die that shows {}.",
-        ),
-        _dice,
-    ),
-    TaskGenerator(
-        "thickness",
-        ("hairline", "thin", "medium", "thick"),
-        (
-            "a {} outline.",
-            "a shape drawn with a {} line.",
-            "a {} stroke.",
-            "an outline that is {}.",
-        ),
-        _thickness,
-    ),
-    TaskGenerator(
-        "stripes",
-        ("very wide", "wide", "medium", "narrow", "very narrow", "fine"),
-        ("{} stripes.", "a pattern of {} stripes.", "a photo of {} bands.", "stripes that are {}."),
-        _stripes,
-    ),
-    TaskGenerator(
-        "sentiment",
-        ("negative", "positive"),
-        ("a {} word.", "a word with {} sentiment.", "text that is {}.", "a {} message."),
-        _sentiment,
-    ),
-    TaskGenerator(
-        "rotation",
-        ("upright", "turned right", "upside down", "turned left"),
-        ("a letter that is {}.", "an {} character.", "a {} letter.", "a glyph {}."),
-        _rotation,
-    ),
-    TaskGenerator(
-        "noise",
-        ("clean", "grainy", "noisy", "very noisy"),
-        ("a {} image.", "a {} photo.", "a picture that is {}.", "a {} picture of shapes."),
-        _noise,
-    ),
+
+def load_generators(text: str, where: str = DATA_FILE) -> tuple[TaskGenerator, ...]:
+    """The generators of the tasks in ``text`` (the JSON of :data:`DATA_FILE`), in its order.
+
+    Raises ``ValueError`` naming ``where`` and the task when a task has no drawing function
+    (or a drawing function no entry), its keys are not ``classnames`` and ``templates``, its
+    class names are empty, repeated or (shapes, colours) not the drawing code's, or a
+    template lacks its single ``{}``."""
+    raw = {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+    if set(raw) != set(_DRAW):
+        problems = [f"{what} {sorted(names)}" for what, names in (
+            ("no drawing function for", set(raw) - set(_DRAW)),
+            ("no entry for", set(_DRAW) - set(raw)),
+        ) if names]  # fmt: skip
+        raise ValueError(f"{where}: " + "; ".join(problems))
+    out = []
+    for name, spec in raw.items():
+        if not isinstance(spec, dict) or set(spec) != {"classnames", "templates"}:
+            raise ValueError(f"{where}: task {name!r} needs exactly classnames and templates")
+        classnames, templates = tuple(spec["classnames"]), tuple(spec["templates"])
+        if not classnames or len(set(classnames)) != len(classnames):
+            raise ValueError(f"{where}: task {name!r} needs distinct class names")
+        if _DRAWN_BY_NAME.get(name, classnames) != classnames:
+            raise ValueError(f"{where}: task {name!r} must list {list(_DRAWN_BY_NAME[name])}")
+        if not templates or any(str(t).count("{}") != 1 for t in templates):
+            raise ValueError(f"{where}: every template of task {name!r} needs one '{{}}'")
+        out.append(TaskGenerator(name, classnames, templates, _DRAW[name]))
+    return tuple(out)
+
+
+GENERATORS = load_generators(
+    resources.files("evaluation.sandbox").joinpath("data", "tasks.json").read_text("utf-8")
 )
 _BY_NAME = {g.name: g for g in GENERATORS}
 

@@ -65,18 +65,20 @@ log = logging.getLogger(__name__)
 preprocess = functools.partial(normalise, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
 
 
-def recipe_digest(recipe: SandboxRecipe, tasks: Sequence[str]) -> str:
-    """Hash of the recipe, the names of the tasks it pretrains on (``mnist`` or the
-    generated ``digits``, ...) and the code versions that turn them into a zoo."""
+def recipe_digest(recipe: SandboxRecipe, tasks: Sequence[SandboxTask]) -> str:
+    """Hash of the recipe, the tasks it pretrains on (``mnist`` or the generated ``digits``,
+    ...) with their class names and templates (captions and zero-shot heads are made of
+    them), and the code versions that turn them into a zoo."""
     return json_digest(_manifest_recipe(recipe, tasks))[:16]
 
 
-def _manifest_recipe(recipe: SandboxRecipe, tasks: Sequence[str]) -> dict:
+def _manifest_recipe(recipe: SandboxRecipe, tasks: Sequence[SandboxTask]) -> dict:
     return {
         "recipe_version": RECIPE_VERSION,
         "data_version": DATA_VERSION,
         "recipe": dataclasses.asdict(recipe),
-        "tasks": list(tasks),
+        "tasks": [t.name for t in tasks],
+        "task_text": {t.name: [list(t.classnames), list(t.templates)] for t in tasks},
     }
 
 
@@ -275,12 +277,12 @@ class SandboxClipZoo(SandboxClipZooConfig):
         order = benchmark.task_order()
         generators = [benchmark.sandbox_task(t.name) for t in tasks]
         names = [t.name for t in order]
-        recipe, digest = self.recipe, recipe_digest(self.recipe, names)
+        recipe, digest = self.recipe, recipe_digest(self.recipe, order)
         root = Path(env.cache_dir) / "sandbox_clip" / digest
         model = build_model(recipe, self.tokenizer.vocab_size).eval()
         experts = {}
         with locked(root):
-            manifest = Manifest(root, _manifest_recipe(recipe, names), "sandbox zoo")
+            manifest = Manifest(root, _manifest_recipe(recipe, order), "sandbox zoo")
             if not manifest.trusted("pretrained.safetensors"):
                 log.info("sandbox_clip: pretraining on %s into %s", ", ".join(names), root)
                 with pinned_threads(BUILD_THREADS):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -181,11 +182,12 @@ def test_changed_recipe_rebuilds(cache, monkeypatch):
     load(cache, TASK_NAMES[:1], zoo=zoo)
     assert (calls.pretrain, calls.finetune) == (1, 1)
     assert len(list((cache / "sandbox_clip").iterdir())) == 2
-    names = [g.name for g in GENERATORS]
-    digest = sz.recipe_digest(zoo.recipe, names)
-    assert digest != sz.recipe_digest(tiny_zoo().recipe, names)
+    digest = sz.recipe_digest(zoo.recipe, GENERATORS)
+    assert digest != sz.recipe_digest(tiny_zoo().recipe, GENERATORS)
+    reworded = dataclasses.replace(GENERATORS[0], templates=("a {}.",))  # captions, heads
+    assert sz.recipe_digest(zoo.recipe, (reworded, *GENERATORS[1:])) != digest
     monkeypatch.setattr(sz, "RECIPE_VERSION", sz.RECIPE_VERSION + 1)  # a new build procedure
-    assert sz.recipe_digest(zoo.recipe, names) != digest
+    assert sz.recipe_digest(zoo.recipe, GENERATORS) != digest
     load(cache, [], zoo=zoo)
     assert calls.pretrain == 2
 
