@@ -489,9 +489,19 @@ def main() -> None:
         action="store_true",
         help="time TSV-M / Iso-C / Iso-CTS against their full-SVD versions instead",
     )
-    p.add_argument("--repeats", type=int, default=2, help="--spectral-before-after rounds")
     p.add_argument(
-        "--rounds", type=int, default=1, help="fresh processes per method; rows give the best"
+        "--repeats",
+        type=int,
+        default=2,
+        help="with --spectral-before-after: old and new code alternated this many times in one "
+        "process, as --repeats in the other benchmarks (default 2)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="fresh processes per method, interleaved; rows give the best (default 1; "
+        "not used by --spectral-before-after)",
     )
     p.add_argument(
         "--warm",
