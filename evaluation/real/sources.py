@@ -294,6 +294,16 @@ def is_converted(name: str, cache_dir: str | os.PathLike | None = None) -> bool:
     return all(manifest.trusted(out) for out in source.outputs())
 
 
+def check_available(name: str, cache_dir: str | os.PathLike | None = None) -> None:
+    """Check that source ``name`` can be read, writing nothing: it is converted in the
+    cache, or its installed files match their checksums (:func:`converted` converts them
+    when they are read). Raises :class:`SourceMissing` (with the install command) or
+    :class:`SourceChanged`."""
+    if not is_converted(name, cache_dir):
+        with source_files(get_source(name)):
+            pass
+
+
 def _write_json(manifest: Manifest, name: str, obj: Any) -> None:
     with manifest.writing(name) as tmp:
         tmp.write_text(json.dumps(obj, ensure_ascii=False))
