@@ -108,20 +108,20 @@ class Method:
         )
 
     def check_options(self, num_tasks: int, **substitutes: Any) -> None:
-        """Merge tiny random task vectors at every search point, so that out-of-range
-        options fail (naming the option) before any long computation; ``substitutes``
-        replace options resolved later in the run (Consensus' ``lam`` from TALL masks).
+        """Merge ``num_tasks`` tiny random task vectors (the run's count: a method that
+        needs more tasks fails here) at every search point, so that out-of-range options
+        fail (naming the option) before any long computation; ``substitutes`` replace
+        options resolved later in the run (Consensus' ``lam`` from TALL masks).
         The stand-in's key is named like a transformer block's weight, so that methods
         that read layer indices from key names (LiNeS) can run on it; methods that need
         data get tiny stand-in task data over a linear layer of that name
         (:func:`merging.task_data.stand_in`)."""
         generator = torch.Generator().manual_seed(0)
         key = "transformer.resblocks.0.mlp.c_fc.weight"
-        count = max(num_tasks, 2)
-        taus = [{key: torch.randn(4, 3, generator=generator)} for _ in range(count)]
+        taus = [{key: torch.randn(4, 3, generator=generator)} for _ in range(num_tasks)]
         needs_data = "data" in method_spec(self.fn).needs
         for point in self.grid():
-            context = stand_in(key, (4, 3), count) if needs_data else None
+            context = stand_in(key, (4, 3), num_tasks) if needs_data else None
             try:
                 merge(self.fn, taus, context=context, **{**self.hparams, **point, **substitutes})
             except (ValueError, TypeError, KeyError) as err:

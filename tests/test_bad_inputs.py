@@ -41,6 +41,10 @@ CONFIG_CASES = [
     (["method=[consensus]", "method.consensus.hparams.k=9"], ValueError, "number of tasks"),
     (["method=[dare]", "method.dare.hparams.p=1.0"], ValueError, "'p'"),
     (["method=[tall_masks]", "method.tall_masks.search.lam=[]"], ValueError, "search.lam"),
+    (["method=[tall_masks]", "benchmark.num_tasks=1"], ValueError,
+     "method.tall_masks: merge method 'tall_masks' needs at least 2 task vectors, got 1"),
+    (["method=[consensus]", "benchmark.num_tasks=1"], ValueError,
+     "method.consensus: merge method 'consensus' needs at least 2 task vectors, got 1"),
     (["method=[ties]", "+method@method.ties_dense=ties", "method.ties_dense.hparams.density=0.05"],
      ValueError, "share the label 'TIES'"),  # fmt: skip
     (["model=resnet20"], ValueError, "pipeline=different_init"),
