@@ -45,6 +45,13 @@ CONFIG_CASES = [
      "method.tall_masks: merge method 'tall_masks' needs at least 2 task vectors, got 1"),
     (["method=[consensus]", "benchmark.num_tasks=1"], ValueError,
      "method.consensus: merge method 'consensus' needs at least 2 task vectors, got 1"),
+    (["protocol.alphas=[0.3,0.3,0.5]"], ValueError, "protocol.alphas repeats 0.3"),
+    (["protocol.alphas_to_3=[0.5,1.0,0.5]"], ValueError, "protocol.alphas_to_3 repeats 0.5"),
+    (["method=[ties]", "method.ties.alphas=[1,1.0]"], ValueError, "method.ties.alphas repeats 1"),
+    (["method=[tall_masks]", "method.tall_masks.search.lam=[0.2,0.3,0.2]"], ValueError,
+     "method.tall_masks.search.lam repeats 0.2"),
+    (["+experiment=different_init_sandbox", "method=[zipit]",
+      "method.zipit.search.alpha=[0.5,0.5]"], ValueError, "method.zipit.search.alpha repeats 0.5"),
     (["method=[ties]", "+method@method.ties_dense=ties", "method.ties_dense.hparams.density=0.05"],
      ValueError, "share the label 'TIES'"),  # fmt: skip
     (["model=resnet20"], ValueError, "pipeline=different_init"),
