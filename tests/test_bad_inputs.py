@@ -60,6 +60,8 @@ CONFIG_CASES = [
      "pipeline=task_vectors"),  # fmt: skip
     (["+experiment=different_init_sandbox", "benchmark.training.epochs=0"], ValueError,
      "epochs"),  # fmt: skip
+    (["+experiment=different_init_sandbox", "benchmark.training.lr=inf"], ValueError,
+     "'benchmark.training.lr' must be a finite number"),  # fmt: skip
     (["+experiment=different_init_sandbox", "method.np_merge.hparams.lr=-1"], ValueError,
      "'lr'"),  # fmt: skip
 ]
