@@ -36,10 +36,31 @@ SELECTIONS = ("joint", "per_task")
 KIND_PIPELINES = {"task_vectors": "task_vectors", "models": "different_init"}
 
 
+def check_distinct(values: Sequence[Any], where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` (e.g. ``protocol.alphas``) and the value if
+    ``values`` (a grid) repeats one: its points would be merged and written twice."""
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise ValueError(f"{where} repeats {value!r}: list each value once, got {list(values)}")
+
+
+def scaling_grid(values: Sequence[Any], where: str) -> tuple[float, ...]:
+    """``values`` as floats, checked: not empty, positive and finite, distinct;
+    ``ValueError`` naming ``where`` (e.g. ``method.ties.alphas``) otherwise."""
+    alphas = tuple(float(a) for a in values)
+    if not alphas:
+        raise ValueError(f"{where} is empty: give at least one scaling coefficient")
+    if not all(0 < a < math.inf for a in alphas):  # NaN fails this too
+        raise ValueError(f"{where} must be positive and finite, got {list(alphas)}")
+    check_distinct(alphas, where)
+    return alphas
+
+
 def configured_spec(key: str, cfg: Mapping[str, Any], kind: str) -> MethodSpec:
-    """The registered method of config ``method.<key>``, checked: it exists, is of ``kind``
-    and its ``hparams`` and ``search`` keys are all options of it (required ones given in
-    either); ``ValueError`` naming the key path otherwise."""
+    """The registered method of config ``method.<key>``, checked: it exists, is of ``kind``,
+    its ``hparams`` and ``search`` keys are all options of it (required ones given in
+    either) and none is in both, and each ``search`` grid is a non-empty list of distinct
+    values; ``ValueError`` naming the key path otherwise."""
     where = f"method.{key}"
     try:
         spec = method_spec(cfg["fn"])
@@ -56,6 +77,12 @@ def configured_spec(key: str, cfg: Mapping[str, Any], kind: str) -> MethodSpec:
         spec.check_options({**(cfg.get("hparams") or {}), **search}, f"{where}.hparams")
     except TypeError as err:
         raise ValueError(str(err)) from None
+    for name in sorted(set(cfg.get("hparams") or {}) & set(search)):
+        raise ValueError(f"{where}: option {name!r} is both in hparams and in search")
+    for name, values in search.items():
+        if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+            raise ValueError(f"{where}.search.{name} must be a non-empty list")
+        check_distinct(values, f"{where}.search.{name}")
     return spec
 
 
@@ -82,21 +109,12 @@ class Method:
         search = dict(cfg.get("search") or {})
         spec = configured_spec(key, cfg, "task_vectors")
         hparams = dict(cfg.get("hparams") or {})
-        for name in sorted(set(hparams) & set(search)):
-            raise ValueError(f"{where}: option {name!r} is both in hparams and in search")
-        for name, values in search.items():
-            if not isinstance(values, Sequence) or isinstance(values, str) or not values:
-                raise ValueError(f"{where}.search.{name} must be a non-empty list")
         select = cfg.get("select", "joint")
         if select not in SELECTIONS:
             raise ValueError(
                 f"{where}.select must be one of {', '.join(SELECTIONS)}, got {select!r}"
             )
-        alphas = tuple(float(a) for a in cfg.get("alphas", (1.0,)))
-        if not alphas:
-            raise ValueError(f"{where}.alphas is empty: give at least one scaling coefficient")
-        if not all(0 < a < math.inf for a in alphas):  # NaN fails this too
-            raise ValueError(f"{where}.alphas must be positive and finite, got {list(alphas)}")
+        alphas = scaling_grid(cfg.get("alphas", (1.0,)), f"{where}.alphas")
         return cls(
             key=key,
             label=str(cfg.get("label") or spec.label),
@@ -108,20 +126,20 @@ class Method:
         )
 
     def check_options(self, num_tasks: int, **substitutes: Any) -> None:
-        """Merge tiny random task vectors at every search point, so that out-of-range
-        options fail (naming the option) before any long computation; ``substitutes``
-        replace options resolved later in the run (Consensus' ``lam`` from TALL masks).
+        """Merge ``num_tasks`` tiny random task vectors (the run's count: a method that
+        needs more tasks fails here) at every search point, so that out-of-range options
+        fail (naming the option) before any long computation; ``substitutes`` replace
+        options resolved later in the run (Consensus' ``lam`` from TALL masks).
         The stand-in's key is named like a transformer block's weight, so that methods
         that read layer indices from key names (LiNeS) can run on it; methods that need
         data get tiny stand-in task data over a linear layer of that name
         (:func:`merging.task_data.stand_in`)."""
         generator = torch.Generator().manual_seed(0)
         key = "transformer.resblocks.0.mlp.c_fc.weight"
-        count = max(num_tasks, 2)
-        taus = [{key: torch.randn(4, 3, generator=generator)} for _ in range(count)]
+        taus = [{key: torch.randn(4, 3, generator=generator)} for _ in range(num_tasks)]
         needs_data = "data" in method_spec(self.fn).needs
         for point in self.grid():
-            context = stand_in(key, (4, 3), count) if needs_data else None
+            context = stand_in(key, (4, 3), num_tasks) if needs_data else None
             try:
                 merge(self.fn, taus, context=context, **{**self.hparams, **point, **substitutes})
             except (ValueError, TypeError, KeyError) as err:

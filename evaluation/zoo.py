@@ -26,12 +26,13 @@ Tensor = torch.Tensor
 StateDict = Mapping[str, Tensor]
 
 
-def check_regime(zoo: object, regime: str, where: str) -> None:
+def check_regime(zoo: object, regime: str, where: str, hint: str | None = None) -> None:
     """Raise ``ValueError`` unless ``zoo`` (built from config ``where``) serves ``regime``
-    (``task_vectors`` or ``different_init``), naming the pipeline that fits it."""
+    (``task_vectors`` or ``different_init``), ending with ``hint`` (default: the pipeline
+    that fits it)."""
     found = getattr(zoo, "regime", None)
     if found != regime:
-        hint = f"choose pipeline={found}" if found else "it is not a zoo"
+        hint = hint or (f"choose pipeline={found}" if found else "it is not a zoo")
         raise ValueError(f"{where} builds a zoo for the {found!r} regime, not {regime!r}: {hint}")
 
 

@@ -48,6 +48,7 @@ from evaluation.zoo import Env
 from experiments.config import EvalConfig, register_schemas
 from experiments.loggers import NullLogger
 from experiments.run import resolve_device
+from merging.options import positive, positive_int
 
 
 @dataclass
@@ -92,8 +93,12 @@ def _batches(loader: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor
         yield from loader
 
 
-def _micro_batch(ft: DictConfig) -> int:
-    """Examples per micro-batch; errors name the option at fault."""
+def _check(ft: DictConfig) -> int:
+    """Examples per micro-batch, after checking ``finetune``'s batch sizes, ``steps`` (a
+    positive integer or null) and ``lr`` (positive, finite); ``ValueError`` naming the key."""
+    if ft.steps is not None:
+        positive_int("finetune.steps", ft.steps)
+    positive("finetune.lr", ft.lr)
     batch, accum = int(ft.batch_size), int(ft.grad_accumulation)
     if batch < 1 or accum < 1 or batch % accum:
         raise ValueError(
@@ -122,6 +127,7 @@ def _steps(ft: DictConfig, spec: DatasetSpec, n_train: int) -> int:
 def finetune(cfg: DictConfig, logger: NullLogger | None = None) -> dict[str, Any]:
     """Fine-tune ``cfg.task``'s expert, write it and its accuracies; returns the record."""
     logger = logger or NullLogger()
+    micro, accum = _check(cfg.finetune), int(cfg.finetune.grad_accumulation)
     zoo, benchmark = instantiate(cfg.model), instantiate(cfg.benchmark)
     if not isinstance(zoo, OpenClipZoo) or not isinstance(benchmark, HubVisionBenchmark):
         raise ValueError(
@@ -131,7 +137,6 @@ def finetune(cfg: DictConfig, logger: NullLogger | None = None) -> dict[str, Any
     (task,) = select_tasks(benchmark.tasks(), [cfg.task])
     env = Env(cache_root(cfg.cache_dir), resolve_device(str(cfg.device)), bool(cfg.progress))
     ft = cfg.finetune
-    micro, accum = _micro_batch(ft), int(ft.grad_accumulation)
     clip = zoo.load_pretrained()
     head = cached_zeroshot_head(
         clip.model, clip.tokenizer, task.classnames, task.templates, env.cache_dir, clip.weights_id

@@ -42,6 +42,7 @@ from evaluation.t5.zoo import T5Zoo
 from evaluation.training import optimise
 from experiments.config import EvalConfig, register_schemas
 from experiments.run import resolve_device
+from merging.options import positive, positive_int
 
 RECORD = "mergelab_finetune.json"
 
@@ -80,7 +81,9 @@ ConfigStore.instance().store(name="finetune_t5_schema", node=T5FinetuneConfig)
 
 
 def _check(ft: DictConfig) -> int:
-    """Examples per micro-batch; errors name the option at fault."""
+    """Examples per micro-batch, after checking ``finetune``'s batch sizes, ``steps``,
+    ``eval_every`` and ``patience`` (positive integers) and ``lr`` (positive, finite);
+    ``ValueError`` naming the key."""
     batch, accum = int(ft.batch_size), int(ft.grad_accumulation)
     if batch < 1 or accum < 1 or batch % accum:
         raise ValueError(
@@ -88,13 +91,14 @@ def _check(ft: DictConfig) -> int:
             f"finetune.grad_accumulation={accum}"
         )
     for key in ("steps", "eval_every", "patience"):
-        if int(ft[key]) < 1:
-            raise ValueError(f"finetune.{key}={ft[key]} must be >= 1")
+        positive_int(f"finetune.{key}", ft[key])
+    positive("finetune.lr", ft.lr)
     return batch // accum
 
 
 def finetune(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune ``cfg.task``'s expert, write it and its accuracies; returns the record."""
+    ft, micro = cfg.finetune, _check(cfg.finetune)
     zoo, benchmark = instantiate(cfg.model), instantiate(cfg.benchmark)
     if not isinstance(zoo, T5Zoo) or not isinstance(benchmark, TextBenchmark):
         raise ValueError(
@@ -102,7 +106,6 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
             "trains T5 experts (model=t5_*, flan_t5_*) on the T5 text benchmarks"
         )
     (task,) = select_tasks(benchmark.tasks(), [cfg.task])
-    ft, micro = cfg.finetune, _check(cfg.finetune)
     cache, device = cache_root(cfg.cache_dir), resolve_device(str(cfg.device))
     model, tokenizer = zoo.load_model()
     train = benchmark.load_split(task, "train", cache, tokenizer)

@@ -23,13 +23,18 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from evaluation.benchmark import Benchmark
 from evaluation.cache import cache_root
-from evaluation.zoo import Env
+from evaluation.zoo import Env, check_regime
 from experiments.config import register_schemas
 
 Tensor = torch.Tensor
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CHUNK = 1 << 22  # entries per float64 block of the Gram matrix
+SUPPORTED = (
+    "task_vector_stats reads task-vector zoos and benchmarks (pipeline=task_vectors, e.g. "
+    "model=sandbox_clip benchmark=sandbox8), not different-initialisation ones"
+)
 
 
 @dataclass(frozen=True)
@@ -104,11 +109,16 @@ def markdown(stats: TaskVectorStats, title: str) -> str:
 
 def main(overrides: Sequence[str]) -> str:
     """Compose the run config with ``overrides``, load the zoo's experts, print and return
-    the statistics."""
+    the statistics. Raises ``ValueError`` naming the model or benchmark, before anything is
+    loaded, unless the model builds a task-vector zoo and the benchmark has tasks."""
     register_schemas()
     with initialize_config_dir(str(CONF), version_base=None):
         cfg = compose("config", overrides=list(overrides))
     zoo, benchmark = instantiate(cfg.model), instantiate(cfg.benchmark)
+    check_regime(zoo, "task_vectors", f"model {cfg.model.get('name')!r}", SUPPORTED)
+    if not isinstance(benchmark, Benchmark):
+        name = cfg.benchmark.get("name")
+        raise ValueError(f"benchmark {name!r} is not a task benchmark: {SUPPORTED}")
     env = Env(cache_root(cfg.cache_dir), "cpu", bool(cfg.progress))
     experts = zoo.load(benchmark, benchmark.tasks(), env)
     text = markdown(

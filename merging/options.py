@@ -61,6 +61,20 @@ def non_negative_int(name: str, value: int) -> int:
     return int(value)
 
 
+def positive_int(name: str, value: object) -> int:
+    """A positive integer (``bool`` is refused)."""
+    if non_negative_int(name, value) < 1:
+        raise ValueError(f"option {name!r} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def positive(name: str, value: object) -> float:
+    """A positive finite number (a learning rate)."""
+    if not number(name, value) > 0:
+        raise ValueError(f"option {name!r} must be positive, got {value!r}")
+    return float(value)
+
+
 def choice(name: str, value: str, valid: Sequence[str]) -> str:
     """``value`` if it is one of ``valid``."""
     if value not in valid:

@@ -41,6 +41,17 @@ CONFIG_CASES = [
     (["method=[consensus]", "method.consensus.hparams.k=9"], ValueError, "number of tasks"),
     (["method=[dare]", "method.dare.hparams.p=1.0"], ValueError, "'p'"),
     (["method=[tall_masks]", "method.tall_masks.search.lam=[]"], ValueError, "search.lam"),
+    (["method=[tall_masks]", "benchmark.num_tasks=1"], ValueError,
+     "method.tall_masks: merge method 'tall_masks' needs at least 2 task vectors, got 1"),
+    (["method=[consensus]", "benchmark.num_tasks=1"], ValueError,
+     "method.consensus: merge method 'consensus' needs at least 2 task vectors, got 1"),
+    (["protocol.alphas=[0.3,0.3,0.5]"], ValueError, "protocol.alphas repeats 0.3"),
+    (["protocol.alphas_to_3=[0.5,1.0,0.5]"], ValueError, "protocol.alphas_to_3 repeats 0.5"),
+    (["method=[ties]", "method.ties.alphas=[1,1.0]"], ValueError, "method.ties.alphas repeats 1"),
+    (["method=[tall_masks]", "method.tall_masks.search.lam=[0.2,0.3,0.2]"], ValueError,
+     "method.tall_masks.search.lam repeats 0.2"),
+    (["+experiment=different_init_sandbox", "method=[zipit]",
+      "method.zipit.search.alpha=[0.5,0.5]"], ValueError, "method.zipit.search.alpha repeats 0.5"),
     (["method=[ties]", "+method@method.ties_dense=ties", "method.ties_dense.hparams.density=0.05"],
      ValueError, "share the label 'TIES'"),  # fmt: skip
     (["model=resnet20"], ValueError, "pipeline=different_init"),
@@ -49,6 +60,8 @@ CONFIG_CASES = [
      "pipeline=task_vectors"),  # fmt: skip
     (["+experiment=different_init_sandbox", "benchmark.training.epochs=0"], ValueError,
      "epochs"),  # fmt: skip
+    (["+experiment=different_init_sandbox", "benchmark.training.lr=inf"], ValueError,
+     "'benchmark.training.lr' must be a finite number"),  # fmt: skip
     (["+experiment=different_init_sandbox", "method.np_merge.hparams.lr=-1"], ValueError,
      "'lr'"),  # fmt: skip
 ]

@@ -30,6 +30,7 @@ from evaluation.cnn.data import (
     sample_indices,
 )
 from evaluation.cnn.train import accuracy, predict, test_logits
+from merging.options import positive, positive_int
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -57,11 +58,9 @@ class DifferentInitBenchmark(DifferentInitConfig):
                 check_setting(setting, self.num_models)
             except ValueError as err:
                 raise ValueError(f"benchmark.settings.{key}: {err}") from None
-        for key in ("epochs", "batch_size", "lr"):
-            if not getattr(training, key) > 0:
-                raise ValueError(
-                    f"benchmark.training.{key} must be positive, got {getattr(training, key)!r}"
-                )
+        for key in ("epochs", "batch_size"):
+            positive_int(f"benchmark.training.{key}", getattr(training, key))
+        positive("benchmark.training.lr", training.lr)
         for key in ("momentum", "weight_decay", "warmup_epochs"):
             if not getattr(training, key) >= 0:
                 raise ValueError(

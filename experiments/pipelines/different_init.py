@@ -37,7 +37,7 @@ import functools
 import itertools
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,11 +84,6 @@ class ModelsMethod:
         spec = configured_spec(key, cfg, "models")
         hparams = dict(cfg.get("hparams") or {})
         search = dict(cfg.get("search") or {})
-        for name in sorted(set(hparams) & set(search)):
-            raise ValueError(f"{where}: option {name!r} is both in hparams and in search")
-        for name, values in search.items():
-            if not isinstance(values, Sequence) or isinstance(values, str) or not values:
-                raise ValueError(f"{where}.search.{name} must be a non-empty list")
         searched = [name for name, values in search.items() if len(values) > 1]
         if searched and not has_val:
             raise ValueError(

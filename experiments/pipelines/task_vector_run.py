@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from evaluation.benchmark import Benchmark, Task
-from evaluation.protocol import Method, Scorer, evaluate_method
+from evaluation.protocol import Method, Scorer, evaluate_method, scaling_grid
 from evaluation.results import AVERAGE, Row, hparams_key
 from evaluation.zoo import TaskVectorZoo, check_regime
 from experiments.context import RunContext
@@ -105,13 +105,16 @@ def _tall_method_for(consensus: Method, methods: Sequence[Method]) -> Method:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check zoo, benchmark, methods and options before any long computation."""
+    """Check zoo, benchmark, the protocol's scaling grids, methods and options before any
+    long computation."""
     zoo, benchmark = instantiate(cfg.model), instantiate(cfg.benchmark)
     check_regime(zoo, "task_vectors", f"model {cfg.model.get('name')!r}")
     if not isinstance(benchmark, Benchmark):
         raise ValueError(f"benchmark {cfg.benchmark.get('name')!r} is not a benchmark")
     if int(cfg.eval.batch_size) < 1:
         raise ValueError(f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}")
+    for name, values in (cfg.get("protocol") or {}).items():
+        scaling_grid(values, f"protocol.{name}")  # before the methods that interpolate it
     num_tasks = len(benchmark.tasks())
     for method in methods_of(cfg):
         late = {

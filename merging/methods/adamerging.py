@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from merging.methods.fisher import positive_int
-from merging.options import choice, non_negative_int, number
+from merging.options import choice, non_negative_int, number, positive, positive_int
 from merging.registry import merge_method
 from merging.streaming import TaskVectors
 from merging.task_data import TaskData, merged_output
@@ -56,8 +55,7 @@ def learn_coefficients(
     layerwise = choice("granularity", granularity, GRANULARITIES) == "layer"
     steps = non_negative_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
-    if not number("lr", lr) > 0:
-        raise ValueError(f"option 'lr' must be positive, got {lr!r}")
+    positive("lr", lr)
     number("init", init)
     if examples is not None:
         positive_int("examples", examples)

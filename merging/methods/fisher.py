@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import torch
 from torch.func import vjp, vmap
 
-from merging.options import choice, non_negative_int, number
+from merging.options import choice, non_negative_int, positive, positive_int
 from merging.registry import merge_method
 from merging.streaming import TaskVectors
 from merging.task_data import TaskData, merged_output, task_vector
@@ -18,13 +18,6 @@ from merging.task_data import TaskData, merged_output, task_vector
 Tensor = torch.Tensor
 ESTIMATORS = ("exact", "sampled", "fusion_bench")
 VJP_FLOATS = 2**28  # gradient entries held at once (1 GiB in float32)
-
-
-def positive_int(name: str, value: object) -> int:
-    """A positive integer option (``ValueError`` naming it otherwise)."""
-    if non_negative_int(name, value) < 1:
-        raise ValueError(f"option {name!r} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def squared_gradients(
@@ -145,8 +138,7 @@ def fisher(
     examples = positive_int("examples", examples)
     batch_size = positive_int("batch_size", batch_size)
     choice("estimator", estimator, ESTIMATORS)
-    if not number("floor", floor) > 0:
-        raise ValueError(f"option 'floor' must be positive, got {floor!r}")
+    positive("floor", floor)
     if not isinstance(normalize, bool):
         raise ValueError(f"option 'normalize' must be true or false, got {normalize!r}")
     keys = tvs.float_keys

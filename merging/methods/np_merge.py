@@ -23,7 +23,7 @@ from merging.batchnorm import Batches, batchnorm_train_mode
 from merging.context import ModelContext
 from merging.methods.activation_matching import align_activations
 from merging.methods.weight_matching import align_weights
-from merging.options import choice
+from merging.options import choice, positive, positive_int
 from merging.registry import merge_method, method_spec
 
 State = Mapping[str, torch.Tensor]
@@ -104,8 +104,7 @@ def np_merge_pair(
     """
     if int(steps) != steps or steps < 1:
         raise ValueError(f"option 'steps' must be a positive integer, got {steps!r}")
-    if not lr > 0:
-        raise ValueError(f"option 'lr' must be positive, got {lr!r}")
+    positive("lr", lr)
     if weight_decay < 0:
         raise ValueError(f"option 'weight_decay' must be non-negative, got {weight_decay!r}")
     choice("optimizer", optimizer, OPTIMIZERS)
@@ -186,12 +185,6 @@ def np_merge_many(
     return merged, history
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"option {name!r} must be a positive integer, got {value!r}")
-    return value
-
-
 def merge_order(order: Sequence[int] | None, k: int) -> list[int]:
     """The merge order of the first ``k`` models: ``order`` (model indices, each once) with the
     indices ``>= k`` left out; ``None``: ``0..k-1``. Raises ``ValueError`` naming ``order``."""
@@ -251,9 +244,8 @@ def np_merge(
         except TypeError as err:
             raise ValueError(str(err)) from None
     for name, value in (("samples", samples), ("batch_size", batch_size), ("epochs", epochs)):
-        _positive_int(name, value)
-    if not lr > 0:
-        raise ValueError(f"option 'lr' must be positive, got {lr!r}")
+        positive_int(name, value)
+    positive("lr", lr)
     if not weight_decay >= 0:
         raise ValueError(f"option 'weight_decay' must be non-negative, got {weight_decay!r}")
     choice("optimizer", optimizer, OPTIMIZERS)

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from merging.methods.fisher import positive_int
-from merging.options import number
+from merging.options import number, positive_int
 from merging.registry import merge_method
 from merging.streaming import TaskVectors
 from merging.task_data import TaskData, merged_output, task_vector

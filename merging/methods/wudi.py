@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from merging.options import choice, non_negative_int, number
+from merging.options import choice, non_negative_int, positive
 from merging.registry import merge_method
 from merging.streaming import TaskVectors, summed
 
@@ -66,8 +66,7 @@ def wudi(
     ``ValueError`` naming the option (``steps`` a non-negative integer, ``lr > 0``).
     """
     steps = non_negative_int("steps", steps)
-    if number("lr", lr) <= 0:
-        raise ValueError(f"option 'lr' must be positive, got {lr!r}")
+    positive("lr", lr)
     choice("others", others, OTHERS)
 
     def merge_key(key: str, taus: list[Tensor]) -> Tensor:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from experiments.task_vector_stats import markdown, task_vector_stats
+from experiments.task_vector_stats import main, markdown, task_vector_stats
 
 
 def test_norms_and_cosines():
@@ -44,3 +44,17 @@ def test_norms_and_cosines():
     assert "| x | 0.20000 |" in text and "pairwise cosine: 0.000 .. 0.894 (mean 0.298)" in text
     with pytest.raises(ValueError, match="no experts"):
         task_vector_stats(theta, {})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model=resnet20"], "model 'resnet20.*' builds a zoo for the 'different_init' regime"),
+        (["+experiment=different_init_sandbox"], "model 'resnet20.*' builds a zoo for the"),
+        (["benchmark=different_init_sandbox"], "benchmark 'sandbox_parts10' is not a task"),
+    ],
+)
+def test_a_different_init_config_is_refused_naming_what_is_supported(overrides, message):
+    with pytest.raises(ValueError, match=message) as err:
+        main(overrides)
+    assert "task_vector_stats reads task-vector zoos" in str(err.value)
