@@ -92,6 +92,10 @@ def test_outputs_base_models_ensemble_and_averages():
         ("cca_merge", {"gamma": -1}, "'gamma'"),
         ("zipit", {"budget_count": "paper"}, "'budget_count'"),
         ("weight_matching", {"max_iter": 0}, "'max_iter'"),
+        ("weight_matching", {"max_iter": 2.5}, "'max_iter' must be a positive integer"),
+        ("weight_matching", {"seed": -1}, "'seed' must be a non-negative integer"),
+        ("weight_matching", {"seed": 1.5}, "'seed' must be a non-negative integer"),
+        ("cca_merge", {"gamma": float("inf")}, "'gamma' must be a finite non-negative"),
     ],
 )
 def test_bad_options_and_model_counts_are_named(method, options, message):
