@@ -96,9 +96,10 @@ class ModelsMethod:
                 "none (benchmark.val.samples=0): give benchmark.val.samples > 0, or one value "
                 f"(e.g. {where}.search.{searched[0]}=[{search[searched[0]][0]}])"
             )
-        models = tuple(
-            dict.fromkeys(num_models if k == "all" else k for k in cfg.get("models") or [2])
-        )
+        given = cfg.get("models")
+        if given is not None and not given:  # an explicit [] ran the default k = 2
+            raise ValueError(f"{where}.models must list at least one number of models")
+        models = tuple(dict.fromkeys(num_models if k == "all" else k for k in given or [2]))
         if not all(isinstance(k, int) and not isinstance(k, bool) for k in models):
             raise ValueError(f"{where}.models must list integers or 'all', got {list(models)}")
         for k in models:
