@@ -133,11 +133,22 @@ class ModelsMethod:
 
 
 def methods_of(cfg: DictConfig, num_models: int, has_val: bool = True) -> list[ModelsMethod]:
-    """The selected methods, checked against the benchmark's number of models and val split."""
-    methods = OmegaConf.to_container(cfg.method, resolve=True) or {}
-    if not methods:
+    """The selected methods, checked against the benchmark's number of models and val split,
+    with distinct labels (the rows and the table tell methods apart by label: two with one
+    label were averaged into one table row)."""
+    configs = OmegaConf.to_container(cfg.method, resolve=True) or {}
+    if not configs:
         raise ValueError("no method selected: pass method=<name> or method=[a,b,...]")
-    return [ModelsMethod.from_config(key, m, num_models, has_val) for key, m in methods.items()]
+    methods = [ModelsMethod.from_config(key, m, num_models, has_val) for key, m in configs.items()]
+    labels: dict[str, str] = {}
+    for m in methods:
+        if m.label in labels:
+            raise ValueError(
+                f"method.{m.key} and method.{labels[m.label]} share the label {m.label!r}: "
+                f"give one a distinct label (method.{m.key}.label=...)"
+            )
+        labels[m.label] = m.key
+    return methods
 
 
 def build(cfg: DictConfig) -> tuple[InitZoo, Any]:

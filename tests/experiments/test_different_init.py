@@ -160,6 +160,7 @@ def test_cifar_preset_runs_on_a_local_standin(tmp_path):
         ("+method.np_merge.hparams.alignment_options.tol=1", "alignment_options.tol"),
         ("method.ensemble.models=[9]", "cannot combine 9 models"),
         ("method.ensemble.models=[]", "method.ensemble.models must list at least one"),
+        ("+method@method.wm2=weight_matching", "method.wm2 and method.weight_matching share"),
         ("method.direct_average.models=[1]", "cannot combine 1 models"),
         ("benchmark.settings.cross.major_fraction=0.1", "benchmark.settings.cross"),
         ("benchmark.settings.same.seed=1", "benchmark.settings.same"),
