@@ -53,6 +53,11 @@ class ModelContext:
 
     ``pair_stats`` is memoised per pair of state objects (the same two states give the same
     statistics), so a search over a method's options computes them once per context.
+
+    Every state is checked when the context is built (and by :meth:`with_states`): it must
+    hold exactly ``template``'s state-dict keys, each with the template's shape and dtype,
+    and no NaN or infinite float entry; ``KeyError`` / ``ValueError`` name the model (its
+    index in ``states``) and the key, before any method computes on it.
     """
 
     states: Sequence[State]
@@ -68,6 +73,7 @@ class ModelContext:
     _pair_memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        check_states(self.template, self.states)
         if self.reset_batchnorm is None:
             self.reset_batchnorm = functools.partial(
                 recompute_batchnorm_state, self.template, batches=self.batches
@@ -113,6 +119,33 @@ class ModelContext:
         return self.train_batches(samples, batch_size), -(
             -min(samples, self.train_size) // batch_size
         )
+
+
+def check_states(template: nn.Module, states: Sequence[State]) -> None:
+    """Raise unless every state has ``template``'s keys (``KeyError``), and for each key its
+    shape and dtype with finite float entries (``ValueError``), naming the model (index in
+    ``states``) and the key."""
+    expected = template.state_dict()
+    for i, state in enumerate(states):
+        missing = [k for k in expected if k not in state]
+        extra = [k for k in state if k not in expected]
+        if missing:
+            raise KeyError(f"model {i} lacks the architecture's entries {missing[:5]}")
+        if extra:
+            raise KeyError(f"model {i} has entries the architecture does not: {extra[:5]}")
+        for key, ref in expected.items():
+            t = state[key]
+            if t.shape != ref.shape:
+                raise ValueError(
+                    f"model {i}: {key!r} has shape {tuple(t.shape)}, the architecture's is "
+                    f"{tuple(ref.shape)} (models of another width or number of classes?)"
+                )
+            if t.dtype != ref.dtype:
+                raise ValueError(
+                    f"model {i}: {key!r} is {t.dtype}, the architecture's is {ref.dtype}"
+                )
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise ValueError(f"model {i}: {key!r} has NaN or infinite entries")
 
 
 class _StandIn(nn.Module):

@@ -14,6 +14,7 @@ Result rows of setting ``s`` carry the benchmark ``<name>_<s>`` (e.g. ``cifar10_
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -42,7 +43,8 @@ class DifferentInitBenchmark(DifferentInitConfig):
     its own config, e.g. :class:`evaluation.cnn.data.SandboxImages`).
 
     Raises ``ValueError`` naming the key (``benchmark.training.epochs``, ...) for an
-    out-of-range value; the config schema has already checked names and types.
+    out-of-range or non-finite value (an infinite learning rate trains NaN models); the
+    config schema has already checked names and types.
     """
 
     def __post_init__(self) -> None:
@@ -53,19 +55,28 @@ class DifferentInitBenchmark(DifferentInitConfig):
             )
         if not self.settings:
             raise ValueError(f"benchmark {self.name!r} has no settings (e.g. same: {{kind: same}})")
+        classes = getattr(self.dataset, "num_classes", None)  # known before loading (sandbox)
         for key, setting in self.settings.items():
             try:
-                check_setting(setting, self.num_models)
+                check_setting(
+                    setting, self.num_models, classes if isinstance(classes, int) else None
+                )
             except ValueError as err:
                 raise ValueError(f"benchmark.settings.{key}: {err}") from None
         for key in ("epochs", "batch_size"):
             positive_int(f"benchmark.training.{key}", getattr(training, key))
         positive("benchmark.training.lr", training.lr)
         for key in ("momentum", "weight_decay", "warmup_epochs"):
-            if not getattr(training, key) >= 0:
+            if not 0 <= getattr(training, key) < math.inf:
                 raise ValueError(
-                    f"benchmark.training.{key} must be >= 0, got {getattr(training, key)!r}"
+                    f"benchmark.training.{key} must be >= 0 and finite, "
+                    f"got {getattr(training, key)!r}"
                 )
+        if not training.momentum < 1:
+            raise ValueError(
+                f"benchmark.training.momentum must be < 1 (SGD diverges at 1 and above), "
+                f"got {training.momentum!r}"
+            )
         reset = self.batchnorm_reset
         for where, section, keys in (
             ("merge_data", merge_data, (("samples", 1), ("batch_size", 1), ("seed", 0))),

@@ -12,6 +12,7 @@ shared between models in ``cross``.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,14 +63,15 @@ class SandboxImages(SandboxImagesConfig):
     :class:`evaluation.cnn.config.SandboxImagesConfig`); ``load()`` draws them."""
 
     def __post_init__(self) -> None:
-        for key in ("num_classes", "image_size", "train_size", "test_size"):
-            least = 2 if key == "num_classes" else 1
-            if getattr(self, key) < least:
+        # image_size: each class part is max(3, image_size // 4) pixels wide and must fit
+        least = {"num_classes": 2, "image_size": 3, "train_size": 1, "test_size": 1}
+        for key, low in least.items():
+            if getattr(self, key) < low:
                 raise ValueError(
-                    f"benchmark.dataset.{key} must be >= {least}, got {getattr(self, key)!r}"
+                    f"benchmark.dataset.{key} must be >= {low}, got {getattr(self, key)!r}"
                 )
-        if self.noise < 0:
-            raise ValueError(f"benchmark.dataset.noise must be >= 0, got {self.noise!r}")
+        if not 0 <= self.noise < math.inf:
+            raise ValueError(f"benchmark.dataset.noise must be >= 0 and finite, got {self.noise!r}")
 
     def load(self) -> ImageData:
         return sandbox_data(
@@ -221,7 +223,8 @@ def _to_tensors(split: Any, image_key: str, label_key: str, name: str) -> tuple[
 
 def check_setting(setting: Setting, num_models: int, num_classes: int | None = None) -> None:
     """Raise ``ValueError`` unless ``setting`` is ``same`` (no options) or ``cross`` with
-    ``1 / num_models <= major_fraction <= 1`` (and enough classes for the models)."""
+    ``1 / num_models <= major_fraction <= 1``, a seed ``>= 0`` if given, and (when
+    ``num_classes`` is given) at least as many classes as models."""
     if setting.kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {setting.kind!r}")
     if setting.kind == "same":
@@ -229,6 +232,8 @@ def check_setting(setting: Setting, num_models: int, num_classes: int | None = N
             if getattr(setting, key) is not None:
                 raise ValueError(f"{key} is an option of kind 'cross', not of kind 'same'")
         return
+    if setting.seed is not None and setting.seed < 0:
+        raise ValueError(f"seed must be >= 0, got {setting.seed!r}")
     major = _major_fraction(setting)
     if not 1.0 / num_models <= major <= 1.0:
         raise ValueError(f"major_fraction must be in [1/{num_models}, 1], got {major}")

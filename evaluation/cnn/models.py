@@ -18,6 +18,7 @@ CCA Merge, 2024). A residual stream is one group shared by every layer that writ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -164,8 +165,8 @@ def check_architecture(arch: str, width: float) -> None:
     """Raise ``ValueError`` naming ``model.arch`` or ``model.width`` if they are invalid."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"model.arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
-    if not width > 0:
-        raise ValueError(f"model.width must be positive, got {width!r}")
+    if not 0 < width < math.inf:
+        raise ValueError(f"model.width must be positive and finite, got {width!r}")
 
 
 def build_model(cfg: Mapping[str, Any], num_classes: int, seed: int | None = None) -> nn.Module:

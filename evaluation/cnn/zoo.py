@@ -11,7 +11,9 @@ hash>/`` per architecture, dataset and training recipe, holding
 per model its checksum, seed, number of training images and test accuracy). A model is
 reused when the manifest vouches for its file; a missing, corrupt or foreign file is
 retrained, identically (training is deterministic by seed), and the manifest is rewritten
-after each model, so an interrupted build keeps the models already trained.
+after each model, so an interrupted build keeps the models already trained. A model whose
+training diverged (NaN or infinite weights) raises ``ValueError`` naming it and is not
+cached.
 """
 
 from __future__ import annotations
@@ -72,6 +74,14 @@ class BaseModels:
         return self.network().activation_points()
 
 
+def _check_finite(state: Mapping[str, torch.Tensor], what: str, hint: str) -> None:
+    """Raise ``ValueError`` naming ``what`` and the first entry of ``state`` with a NaN or
+    infinite value (a diverged model is neither cached nor merged)."""
+    for key, t in state.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"{what}: {key!r} has NaN or infinite entries ({hint})")
+
+
 @dataclass
 class CnnZoo(CnnModelConfig):
     """A CNN architecture (``arch``: resnet20, vgg11, vgg16) at width multiplier ``width``
@@ -117,12 +127,16 @@ class CnnZoo(CnnModelConfig):
                 name = f"seed{seed}-{json_digest(indices.tolist())[:16]}.safetensors"
                 if manifest.trusted(name):
                     state = load_file(str(root / name))
+                    _check_finite(state, f"cached base model {root / name}",
+                                  "delete the file to retrain it")  # fmt: skip
                 else:
                     net = build_model(arch, data.num_classes, seed=seed)
                     desc = f"train {root.name} seed {seed}"
                     train_model(net, data, indices, benchmark.training, seed=seed,
                                 device=env.device, progress=env.progress, desc=desc)  # fmt: skip
                     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+                    _check_finite(state, f"base model {root / name} (seed {seed})",
+                                  "training diverged: lower benchmark.training.lr")  # fmt: skip
                     acc = benchmark.accuracy(net, env.device)
                     record = {"seed": seed, "train_samples": len(indices), "test_accuracy": acc}
                     with manifest.writing(name, **record) as tmp:

@@ -91,9 +91,10 @@ class ModelsMethod:
                 "none (benchmark.val.samples=0): give benchmark.val.samples > 0, or one value "
                 f"(e.g. {where}.search.{searched[0]}=[{search[searched[0]][0]}])"
             )
-        models = tuple(
-            dict.fromkeys(num_models if k == "all" else k for k in cfg.get("models") or [2])
-        )
+        given = cfg.get("models")
+        if given is not None and not given:  # an explicit [] ran the default k = 2
+            raise ValueError(f"{where}.models must list at least one number of models")
+        models = tuple(dict.fromkeys(num_models if k == "all" else k for k in given or [2]))
         if not all(isinstance(k, int) and not isinstance(k, bool) for k in models):
             raise ValueError(f"{where}.models must list integers or 'all', got {list(models)}")
         for k in models:
@@ -127,11 +128,22 @@ class ModelsMethod:
 
 
 def methods_of(cfg: DictConfig, num_models: int, has_val: bool = True) -> list[ModelsMethod]:
-    """The selected methods, checked against the benchmark's number of models and val split."""
-    methods = OmegaConf.to_container(cfg.method, resolve=True) or {}
-    if not methods:
+    """The selected methods, checked against the benchmark's number of models and val split,
+    with distinct labels (the rows and the table tell methods apart by label: two with one
+    label were averaged into one table row)."""
+    configs = OmegaConf.to_container(cfg.method, resolve=True) or {}
+    if not configs:
         raise ValueError("no method selected: pass method=<name> or method=[a,b,...]")
-    return [ModelsMethod.from_config(key, m, num_models, has_val) for key, m in methods.items()]
+    methods = [ModelsMethod.from_config(key, m, num_models, has_val) for key, m in configs.items()]
+    labels: dict[str, str] = {}
+    for m in methods:
+        if m.label in labels:
+            raise ValueError(
+                f"method.{m.key} and method.{labels[m.label]} share the label {m.label!r}: "
+                f"give one a distinct label (method.{m.key}.label=...)"
+            )
+        labels[m.label] = m.key
+    return methods
 
 
 def build(cfg: DictConfig) -> tuple[InitZoo, Any]:

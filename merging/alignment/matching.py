@@ -5,6 +5,7 @@ activation matching, both solved by linear assignment."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -38,13 +39,16 @@ def weight_matching(
     weights and normalisation scale/bias only) and shoroi/align-n-merge
     (``evaluation/weight_matching_resnets.py``, ``norm`` without running statistics), the
     objective covers learned weights only; ``permute_state`` still permutes the statistics.
-    Returns ``{group: p}`` for ``permute_state(spec, state_b, p)``.
+    Returns ``{group: p}`` for ``permute_state(spec, state_b, p)``. Raises ``ValueError``
+    naming ``max_iter`` / ``seed`` unless they are a positive / non-negative integer.
     The result is a local optimum: it recovers a permutation applied to a copy of A on
     networks of realistic width, but on very narrow ones (a handful of units per layer) the
     descent can stop at a wrong permutation.
     """
-    if max_iter < 1:
-        raise ValueError(f"option 'max_iter' must be a positive integer, got {max_iter!r}")
+    for name, value, least in (("max_iter", max_iter, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
+            kind = "a positive" if least else "a non-negative"
+            raise ValueError(f"option {name!r} must be {kind} integer, got {value!r}")
     sizes = check_pair(spec, state_a, state_b)
     keys = [k for k in spec.axes if k not in spec.statistics and state_a[k].is_floating_point()]
     wa = {k: state_a[k].detach().double() for k in keys}

@@ -11,6 +11,7 @@ it per setting from {1e7, 1e6, ..., 1e-6} (``evaluation/cca_hparam_search.py``),
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -42,7 +43,7 @@ def cca_maps(stats: PairStats, gamma: float = 0.1) -> tuple[torch.Tensor, torch.
     give ``T = P_A^{-T} P_B^T = S_aa^{1/2} U V^T S_bb^{-1/2}`` and
     ``T^{-1} = S_bb^{1/2} V U^T S_aa^{-1/2}`` (the authors' ``y_map^T`` and unmerge map). As
     ``gamma`` grows, ``T`` tends to the orthogonal Procrustes rotation ``U V^T`` of the
-    cross-covariance. Raises ``ValueError`` for a negative ``gamma``.
+    cross-covariance. Raises ``ValueError`` for a negative or infinite ``gamma``.
     """
     check_gamma(gamma)
     n = stats.width
@@ -58,9 +59,11 @@ def cca_maps(stats: PairStats, gamma: float = 0.1) -> tuple[torch.Tensor, torch.
 
 
 def check_gamma(gamma: float) -> None:
-    """Raise ``ValueError`` naming the option unless ``gamma`` is a non-negative number."""
-    if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not gamma >= 0:
-        raise ValueError(f"option 'gamma' must be a non-negative number, got {gamma!r}")
+    """Raise ``ValueError`` naming the option unless ``gamma`` is a finite non-negative
+    number (an infinite ridge makes the covariances infinite: ``eigh`` fails)."""
+    bad = isinstance(gamma, bool) or not isinstance(gamma, int | float)
+    if bad or not 0 <= gamma < math.inf:
+        raise ValueError(f"option 'gamma' must be a finite non-negative number, got {gamma!r}")
 
 
 def cca_merge_pair(

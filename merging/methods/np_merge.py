@@ -23,7 +23,7 @@ from merging.batchnorm import Batches, batchnorm_train_mode
 from merging.context import ModelContext
 from merging.methods.activation_matching import align_activations
 from merging.methods.weight_matching import align_weights
-from merging.options import choice, positive, positive_int
+from merging.options import choice, number, positive, positive_int
 from merging.registry import merge_method, method_spec
 
 State = Mapping[str, torch.Tensor]
@@ -104,10 +104,7 @@ def np_merge_pair(
     """
     if int(steps) != steps or steps < 1:
         raise ValueError(f"option 'steps' must be a positive integer, got {steps!r}")
-    positive("lr", lr)
-    if weight_decay < 0:
-        raise ValueError(f"option 'weight_decay' must be non-negative, got {weight_decay!r}")
-    choice("optimizer", optimizer, OPTIMIZERS)
+    _check_optimiser(lr, weight_decay, optimizer, init)
     keys = _check_states(model, state_a, state_b)
     device = torch.device(device)
     base = {k: state_b[k].detach().to(device) for k in keys}
@@ -185,6 +182,19 @@ def np_merge_many(
     return merged, history
 
 
+def _check_optimiser(lr: float, weight_decay: float, optimizer: str, init: float | None) -> None:
+    """Raise ``ValueError`` naming the option unless ``lr`` is a finite positive number,
+    ``weight_decay`` a finite non-negative one, ``optimizer`` one of :data:`OPTIMIZERS` and
+    ``init`` None or a finite number (an infinite ``lr`` or ``weight_decay``, or a NaN
+    ``init``, turns every coefficient into NaN: a NaN model scored at chance)."""
+    positive("lr", lr)
+    if not number("weight_decay", weight_decay) >= 0:
+        raise ValueError(f"option 'weight_decay' must be non-negative, got {weight_decay!r}")
+    choice("optimizer", optimizer, OPTIMIZERS)
+    if init is not None:
+        number("init", init)
+
+
 def merge_order(order: Sequence[int] | None, k: int) -> list[int]:
     """The merge order of the first ``k`` models: ``order`` (model indices, each once) with the
     indices ``>= k`` left out; ``None``: ``0..k-1``. Raises ``ValueError`` naming ``order``."""
@@ -245,10 +255,7 @@ def np_merge(
             raise ValueError(str(err)) from None
     for name, value in (("samples", samples), ("batch_size", batch_size), ("epochs", epochs)):
         positive_int(name, value)
-    positive("lr", lr)
-    if not weight_decay >= 0:
-        raise ValueError(f"option 'weight_decay' must be non-negative, got {weight_decay!r}")
-    choice("optimizer", optimizer, OPTIMIZERS)
+    _check_optimiser(lr, weight_decay, optimizer, init)
     sequence = merge_order(order, len(context.states))
     data, per_epoch = context.training_data(samples, batch_size)
     align = ALIGNMENTS[alignment]

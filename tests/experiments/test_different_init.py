@@ -159,6 +159,8 @@ def test_cifar_preset_runs_on_a_local_standin(tmp_path):
         ("+method.weight_matching.hparams.tol=1", "no option method.weight_matching.hparams.tol"),
         ("+method.np_merge.hparams.alignment_options.tol=1", "alignment_options.tol"),
         ("method.ensemble.models=[9]", "cannot combine 9 models"),
+        ("method.ensemble.models=[]", "method.ensemble.models must list at least one"),
+        ("+method@method.wm2=weight_matching", "method.wm2 and method.weight_matching share"),
         ("method.direct_average.models=[1]", "cannot combine 1 models"),
         ("benchmark.settings.cross.major_fraction=0.1", "benchmark.settings.cross"),
         ("benchmark.settings.same.seed=1", "benchmark.settings.same"),
@@ -168,10 +170,27 @@ def test_cifar_preset_runs_on_a_local_standin(tmp_path):
         ("benchmark.dataset.train_size=0", "benchmark.dataset.train_size"),
         ("model.arch=resnet18", "model.arch"),
         ("model.width=0", "model.width"),
+        # non-finite or out-of-range values that passed validation (below: what happened)
+        ("model.width=inf", "model.width must be positive and finite"),  # OverflowError
+        ("benchmark.training.lr=inf", "benchmark.training.lr"),  # trained NaN models
+        ("benchmark.training.weight_decay=inf", "benchmark.training.weight_decay"),
+        ("benchmark.training.warmup_epochs=inf", "benchmark.training.warmup_epochs"),  # lr 0
+        ("benchmark.training.momentum=1.5", "benchmark.training.momentum must be < 1"),
+        ("benchmark.dataset.noise=nan", "benchmark.dataset.noise"),  # images all 0
+        ("benchmark.dataset.noise=inf", "benchmark.dataset.noise"),
+        ("benchmark.dataset.image_size=2", "benchmark.dataset.image_size must be >= 3"),
+        ("benchmark.settings.cross.seed=-1", "benchmark.settings.cross: seed must be >= 0"),
+        ("benchmark.dataset.num_classes=2", "benchmark.settings.cross: 2 classes cannot"),
+        ("method.cca_merge.search.gamma=[inf]", "method.cca_merge: option 'gamma'"),
+        (
+            "method.np_merge.models=[2] method.np_merge.hparams.lr=inf",
+            "method.np_merge: option 'lr'",
+        ),
+        ("method.weight_matching.hparams.seed=-1", "method.weight_matching: option 'seed'"),
     ],
 )
 def test_bad_configs_fail_before_any_work(override, message, tmp_path):
-    cfg = composed("+experiment=different_init_sandbox", override, f"cache_dir={tmp_path}")
+    cfg = composed("+experiment=different_init_sandbox", *override.split(), f"cache_dir={tmp_path}")
     with pytest.raises(ValueError, match=message):
         DifferentInitPipeline().validate(cfg)
     assert not (tmp_path / "cnn_zoo").exists()

@@ -111,3 +111,36 @@ def test_out_of_range_benchmark_values_are_named(change, message):
             tiny_benchmark(**change["training"])
         else:
             tiny_benchmark(**change)
+
+
+def test_a_diverged_model_is_named_and_not_cached(tmp_path, monkeypatch):
+    # before: a model trained to NaN weights was cached and trusted; every merge of it was
+    # scored at chance, or failed in linear assignment without naming the model
+    train = zoo_module.train_model
+
+    def diverging(net, *args, seed, **kwargs):
+        train(net, *args, seed=seed, **kwargs)
+        if seed == 1:
+            with torch.no_grad():
+                net.classifier.weight.fill_(float("nan"))
+        return net
+
+    monkeypatch.setattr(zoo_module, "train_model", diverging)
+    with pytest.raises(ValueError, match=r"seed1-.*\(seed 1\): 'classifier.weight' has NaN"):
+        ZOO.load(tiny_benchmark(), "same", Env(tmp_path))
+    root = next((tmp_path / "cnn_zoo").iterdir())
+    assert [p.name.split("-")[0] for p in root.glob("*.safetensors")] == ["seed0"]
+
+
+def test_a_cached_model_with_nan_weights_is_named(tmp_path):
+    bench, env = tiny_benchmark(), Env(tmp_path)
+    ZOO.load(bench, "same", env)
+    root = next((tmp_path / "cnn_zoo").iterdir())
+    manifest = zoo_module.Manifest(root, ZOO.recipe(bench), "cnn zoo")
+    name = sorted(p.name for p in root.glob("seed0-*.safetensors"))[0]
+    state = zoo_module.load_file(str(root / name))
+    state["classifier.bias"][0] = float("inf")
+    with manifest.writing(name, **manifest.files[name]) as tmp:  # recorded as intact
+        zoo_module.save_file(state, str(tmp))
+    with pytest.raises(ValueError, match=f"cached base model .*{name}: 'classifier.bias'"):
+        ZOO.load(bench, "same", env)

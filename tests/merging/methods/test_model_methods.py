@@ -92,6 +92,10 @@ def test_outputs_base_models_ensemble_and_averages():
         ("cca_merge", {"gamma": -1}, "'gamma'"),
         ("zipit", {"budget_count": "paper"}, "'budget_count'"),
         ("weight_matching", {"max_iter": 0}, "'max_iter'"),
+        ("weight_matching", {"max_iter": 2.5}, "'max_iter' must be a positive integer"),
+        ("weight_matching", {"seed": -1}, "'seed' must be a non-negative integer"),
+        ("weight_matching", {"seed": 1.5}, "'seed' must be a non-negative integer"),
+        ("cca_merge", {"gamma": float("inf")}, "'gamma' must be a finite non-negative"),
     ],
 )
 def test_bad_options_and_model_counts_are_named(method, options, message):
@@ -151,3 +155,42 @@ def test_pair_stats_are_computed_once_per_pair_of_states():
     copied = {k: v.clone() for k, v in sa.items()}
     assert all(context.pair_stats(copied, sb)[g] is not first[g] for g in first)
     assert all(context.with_states([sa, sb]).pair_stats(sa, sb)[g] is not first[g] for g in first)
+
+
+def _nan(key):
+    def change(state):
+        state[key] = state[key].clone()
+        state[key].view(-1)[0] = float("nan")
+
+    return change
+
+
+BAD_MODELS = {
+    "missing": (lambda s: s.pop("fc.bias"), KeyError, r"model 1 lacks .* \['fc.bias'\]"),
+    "extra": (lambda s: s.update(extra=torch.zeros(1)), KeyError, r"model 1 has entries .*'extra'"),
+    "shape": (
+        lambda s: s.update({"fc.weight": torch.zeros(7, 4)}),
+        ValueError,
+        r"model 1: 'fc.weight' has shape \(7, 4\), the architecture's is \(3, 4\)",
+    ),
+    "dtype": (
+        lambda s: s.update({"conv1.weight": s["conv1.weight"].double()}),
+        ValueError,
+        "model 1: 'conv1.weight' is torch.float64, the architecture's is torch.float32",
+    ),
+    "nan": (_nan("bn2.bias"), ValueError, "model 1: 'bn2.bias' has NaN or infinite entries"),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_MODELS)
+@pytest.mark.parametrize("method", MODEL_METHODS)
+def test_a_model_that_does_not_fit_the_architecture_is_named_before_merging(method, bad):
+    # before: direct averaging, ZipIt!, the ensemble and the base models turned a NaN model
+    # into chance-level rows; a model of another width failed in torch.stack or
+    # load_state_dict without naming the model; float64 crashed NP Merge's convolution
+    change, error, message = BAD_MODELS[bad]
+    good = standin_context(2)
+    states = [good.states[0], dict(good.states[1])]
+    change(states[1])
+    with pytest.raises(error, match=message):
+        merge_models(method, good.with_states(states))

@@ -2,6 +2,7 @@
 registered method checks its options and merges a context's models."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -159,6 +160,30 @@ def test_merge_order_leaves_out_models_not_merged():
 def test_np_merge_method_names_the_bad_option(options, message):
     with pytest.raises(ValueError, match=message):
         merge_models("np_merge", standin_context(3), **options)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"lr": math.inf}, "'lr' must be a finite number"),
+        ({"lr": math.nan}, "'lr' must be a finite number"),
+        ({"weight_decay": math.inf}, "'weight_decay' must be a finite number"),
+        ({"init": math.nan}, "'init' must be a finite number"),
+        ({"init": "abc"}, "'init' must be a finite number"),
+        ({"alignment_options": {"max_iter": 2.5}}, "'max_iter' must be a positive integer"),
+        ({"alignment_options": {"seed": -1}}, "'seed' must be a non-negative integer"),
+    ],
+)
+def test_np_merge_refuses_non_finite_optimiser_options_by_name(options, message, endpoints):
+    # before: two models merged with lr=inf to a NaN model scored at chance (0% test in the
+    # sandbox); init="abc" failed in float() without naming the option
+    with pytest.raises(ValueError, match=message):
+        merge_models("np_merge", standin_context(2), **options)
+    a, b, batches = endpoints
+    pair_options = {k: v for k, v in options.items() if k != "alignment_options"}
+    if pair_options:
+        with pytest.raises(ValueError, match=message):
+            np_merge_pair(MLP(), a, b, batches, steps=1, **pair_options)
 
 
 @pytest.mark.parametrize("alignment", ["weight_matching", "activation_matching", "none"])
