@@ -2,7 +2,8 @@
 
 The ``pipeline`` config group (``task_vectors`` or ``different_init``) is built with
 ``hydra.utils.instantiate``, and so is the logger. Writes to the run's own directory
-(never shared: its name carries a per-process token): ``config_resolved.yaml``,
+(never shared: its name carries a per-process token, and one set by hand is claimed,
+:mod:`experiments.callbacks`): ``config_resolved.yaml``,
 ``results.csv`` (long format, rewritten atomically as each method finishes),
 ``table.md`` (the paper-style table) and, with ``logger=wandb``, an (offline) W&B run,
 marked failed if the run fails or is interrupted.
@@ -39,7 +40,7 @@ import secrets
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -227,25 +228,51 @@ def check_objective(cfg: DictConfig) -> str:
     return unit
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+class Checked(NamedTuple):
+    """What :func:`check_run` found: ``devices`` is ``None`` when every unit is stored."""
+
+    objective: str | None
+    config: dict[str, Any]
+    store: ResultStore
+    pipeline: Pipeline
+    depends_on: dict[str, list[str]]
+    keys: dict[str, str]
+    finished: dict[str, list[Row]]
+    devices: list[str] | None
+
+
+def check_run(cfg: DictConfig, name: str) -> Checked:
+    """Check the config of a run (or of a sweep's job, under its ``HydraConfig``) before
+    anything is computed: objective and sweeper, results store, the methods' dependencies
+    and, unless every unit is stored (``resume``; a complete job was validated by the same
+    code when it was computed), device, shards and the pipeline's ``validate`` (names,
+    options; imports torch). Raises ``ValueError`` naming the key at fault. The stored
+    rows found are labelled ``name``."""
     objective = check_objective(cfg)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    name = cfg.get("run_name") or f"{cfg.model.name}-{cfg.benchmark.name}-{run_dir.name}"
     config = OmegaConf.to_container(cfg, resolve=True)
     store = ResultStore(Path(HydraConfig.get().runtime.cwd, cfg.store_dir))
     store.check_writable("store_dir")  # before anything is computed, not after the first unit
-    units = list(config["method"])
     pipeline: Pipeline = instantiate(cfg.pipeline)
     depends_on = dependencies(pipeline, config["method"])
-    keys = {unit: unit_key(config, unit, str(cfg.device), depends_on[unit]) for unit in units}
+    keys = {u: unit_key(config, u, str(cfg.device), depends_on[u]) for u in config["method"]}
     finished = stored_units(store, keys, name) if cfg.resume else {}
-    complete = bool(units) and len(finished) == len(units)
-    if not complete:  # a complete job was validated by the same code when it was computed
-        from experiments.shards import run_sharded  # torch: only to compute
-
+    devices = None
+    if not (keys and len(finished) == len(keys)):
         devices = shard_devices(str(cfg.device), cfg.shards)
         pipeline.validate(cfg)  # bad names and options fail here, before any long computation
+    return Checked(objective, config, store, pipeline, depends_on, keys, finished, devices)
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    name = cfg.get("run_name") or f"{cfg.model.name}-{cfg.benchmark.name}-{run_dir.name}"
+    objective, config, store, pipeline, depends_on, keys, finished, devices = check_run(cfg, name)
+    units = list(config["method"])
+    complete = devices is None
+    if not complete:
+        from experiments.shards import run_sharded  # torch: only to compute
+
     atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(config))
     done: dict[str, list[Row]] = {}
 

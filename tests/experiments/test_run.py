@@ -132,6 +132,53 @@ def test_runs_started_together_never_share_a_directory(warm, tmp_path):
     assert methods == {"Zero-shot", "Weight averaging"}
 
 
+def test_two_runs_given_one_directory_never_share_it(warm, tmp_path):
+    out = tmp_path / "out"
+    args = tiny(warm, "method=zeroshot", "resume=false", f"store_dir={tmp_path / 'store'}",
+                f"hydra.run.dir={out}")  # fmt: skip
+    procs = [subprocess.Popen(command(*args, f"run_name=run{i}"), cwd=ROOT, env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]  # fmt: skip
+    codes = [p.wait(timeout=600) for p in procs]
+    assert sorted(codes) == [0, 1], [p.stderr.read()[-2000:] for p in procs]
+    winner, loser = (procs[codes.index(c)] for c in (0, 1))
+    refusal = loser.stderr.read()
+    assert f"hydra.run.dir={out}: it is the run directory of pid {winner.pid}" in refusal
+    assert "the results store (store_dir) resumes from any directory" in refusal
+    run_name = f"run{procs.index(winner)}"
+    assert set(pd.read_csv(out / "results.csv").run) == {run_name}
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert f"run_name: {run_name}" in (out / ".hydra" / "config.yaml").read_text()
+    again = run(*args, "run_name=later")  # one after the other: refused too, nothing touched
+    assert again.returncode == 1 and "hydra.run.dir=" in again.stderr
+    assert files == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_a_directory_from_before_claims_is_refused_before_hydra_writes_there(warm, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.csv").write_text("rows of an earlier run")
+    for mode, key in (("hydra.run.dir", "hydra.run.dir"), ("-m", "hydra.sweep.dir")):
+        args = ["-m"] if mode == "-m" else []
+        result = run(*args, *tiny(warm, "method=zeroshot", f"store_dir={tmp_path / 'store'}"),
+                     f"{key}={old}")  # fmt: skip
+        assert result.returncode == 1
+        assert f"{key}={old}: it holds files of an earlier run or others (results.csv)" in (
+            result.stderr
+        )
+        assert [p.name for p in old.iterdir()] == ["results.csv"]  # no .hydra/, no log
+
+
+def test_a_sweep_checks_every_job_before_the_first_one_runs(warm, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run("-m", *tiny(warm, "method=ties", f"store_dir={tmp_path / 'store'}"),
+                 "method.ties.hparams.density=0.2,1.5", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert result.returncode == 1
+    assert "sweep job 1 of 2 (method.ties.hparams.density=1.5): ValueError" in result.stderr
+    assert "option 'density' must be in (0, 1], got 1.5" in result.stderr
+    assert not sweep.exists() and not list((tmp_path / "store").rglob("*.parquet"))  # none ran
+
+
 def test_a_rerun_reuses_finished_methods_and_gives_the_same_rows(warm, tmp_path):
     args = tiny(warm, "method=[zeroshot,task_arithmetic]", f"store_dir={tmp_path / 'done'}")
     first = run(*args, f"hydra.run.dir={tmp_path / 'a'}")
@@ -169,6 +216,8 @@ def test_a_rerun_sweep_skips_its_finished_jobs(warm, tmp_path):
     args = ["-m", *tiny(warm, f"store_dir={tmp_path / 'done'}"),
             "method=zeroshot,weight_averaging", f"hydra.sweep.dir={tmp_path}/sweep"]  # fmt: skip
     assert run(*args).returncode == 0
+    assert "hydra.sweep.dir=" in run(*args).stderr  # its directory is taken: a new one resumes
+    args[-1] = f"hydra.sweep.dir={tmp_path}/again"
     again = subprocess.run([sys.executable, "-X", "importtime", *command(*args)[1:]], cwd=ROOT,
                            env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0
