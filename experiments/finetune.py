@@ -48,7 +48,7 @@ from evaluation.zoo import Env
 from experiments.config import EvalConfig, register_schemas
 from experiments.loggers import NullLogger
 from experiments.run import resolve_device
-from merging.options import positive, positive_int
+from merging.options import non_negative, non_negative_int, positive, positive_int, probability
 
 
 @dataclass
@@ -95,10 +95,15 @@ def _batches(loader: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor
 
 def _check(ft: DictConfig) -> int:
     """Examples per micro-batch, after checking ``finetune``'s batch sizes, ``steps`` (a
-    positive integer or null) and ``lr`` (positive, finite); ``ValueError`` naming the key."""
+    positive integer or null), ``warmup_steps`` (a non-negative integer), ``lr`` and
+    ``grad_clip`` (positive, finite), ``weight_decay`` (non-negative, finite) and
+    ``label_smoothing`` (in [0, 1)); ``ValueError`` naming the key."""
     if ft.steps is not None:
         positive_int("finetune.steps", ft.steps)
-    positive("finetune.lr", ft.lr)
+    non_negative_int("finetune.warmup_steps", ft.warmup_steps)
+    for key, check in (("lr", positive), ("grad_clip", positive), ("weight_decay", non_negative),
+                       ("label_smoothing", probability)):  # fmt: skip
+        check(f"finetune.{key}", ft[key])
     batch, accum = int(ft.batch_size), int(ft.grad_accumulation)
     if batch < 1 or accum < 1 or batch % accum:
         raise ValueError(

@@ -42,7 +42,7 @@ from evaluation.t5.zoo import T5Zoo
 from evaluation.training import optimise
 from experiments.config import EvalConfig, register_schemas
 from experiments.run import resolve_device
-from merging.options import positive, positive_int
+from merging.options import non_negative, positive, positive_int
 
 RECORD = "mergelab_finetune.json"
 
@@ -82,7 +82,8 @@ ConfigStore.instance().store(name="finetune_t5_schema", node=T5FinetuneConfig)
 
 def _check(ft: DictConfig) -> int:
     """Examples per micro-batch, after checking ``finetune``'s batch sizes, ``steps``,
-    ``eval_every`` and ``patience`` (positive integers) and ``lr`` (positive, finite);
+    ``eval_every`` and ``patience`` (positive integers), ``lr`` (positive, finite) and
+    ``weight_decay`` (non-negative, finite);
     ``ValueError`` naming the key."""
     batch, accum = int(ft.batch_size), int(ft.grad_accumulation)
     if batch < 1 or accum < 1 or batch % accum:
@@ -93,6 +94,7 @@ def _check(ft: DictConfig) -> int:
     for key in ("steps", "eval_every", "patience"):
         positive_int(f"finetune.{key}", ft[key])
     positive("finetune.lr", ft.lr)
+    non_negative("finetune.weight_decay", ft.weight_decay)
     return batch // accum
 
 

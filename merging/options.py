@@ -68,6 +68,13 @@ def positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def non_negative(name: str, value: object) -> float:
+    """A non-negative finite number (a weight decay)."""
+    if not number(name, value) >= 0:
+        raise ValueError(f"option {name!r} must be non-negative, got {value!r}")
+    return float(value)
+
+
 def positive(name: str, value: object) -> float:
     """A positive finite number (a learning rate)."""
     if not number(name, value) > 0:

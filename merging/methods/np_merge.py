@@ -23,7 +23,7 @@ from merging.batchnorm import Batches, batchnorm_train_mode
 from merging.context import ModelContext
 from merging.methods.activation_matching import align_activations
 from merging.methods.weight_matching import align_weights
-from merging.options import choice, number, positive, positive_int
+from merging.options import choice, non_negative, number, positive, positive_int
 from merging.registry import merge_method, method_spec
 
 State = Mapping[str, torch.Tensor]
@@ -188,8 +188,7 @@ def _check_optimiser(lr: float, weight_decay: float, optimizer: str, init: float
     ``init`` None or a finite number (an infinite ``lr`` or ``weight_decay``, or a NaN
     ``init``, turns every coefficient into NaN: a NaN model scored at chance)."""
     positive("lr", lr)
-    if not number("weight_decay", weight_decay) >= 0:
-        raise ValueError(f"option 'weight_decay' must be non-negative, got {weight_decay!r}")
+    non_negative("weight_decay", weight_decay)
     choice("optimizer", optimizer, OPTIMIZERS)
     if init is not None:
         number("init", init)

@@ -1,5 +1,5 @@
-"""The fine-tuning commands refuse out-of-range ``finetune.steps`` / ``finetune.lr`` first,
-naming the key, before they build the zoo or load a model."""
+"""The fine-tuning commands refuse out-of-range ``finetune`` options first, naming the key,
+before they build the zoo or load a model."""
 
 import importlib
 from pathlib import Path
@@ -10,12 +10,20 @@ from hydra import compose, initialize_config_dir
 CONF = Path(__file__).resolve().parents[2] / "conf"
 BAD = [("steps=0", "'finetune.steps'"), ("steps=-5", "'finetune.steps'"),
        ("lr=0", "'finetune.lr'"), ("lr=-1e-5", "'finetune.lr'"), ("lr=nan", "'finetune.lr'"),
-       ("lr=inf", "'finetune.lr'")]  # fmt: skip
+       ("lr=inf", "'finetune.lr'"), ("weight_decay=-0.1", "'finetune.weight_decay'"),
+       ("weight_decay=inf", "'finetune.weight_decay'")]  # fmt: skip
+CLIP_ONLY = [("grad_clip=0", "'finetune.grad_clip'"), ("grad_clip=nan", "'finetune.grad_clip'"),
+             ("label_smoothing=1.0", "'finetune.label_smoothing'"),
+             ("warmup_steps=-1", "'finetune.warmup_steps'")]  # fmt: skip
 
 
-@pytest.mark.parametrize("command", ["finetune", "finetune_t5"])
-@pytest.mark.parametrize("override, message", BAD, ids=[b[0] for b in BAD])
-def test_bad_steps_or_lr_fail_before_the_model_is_built(command, override, message, monkeypatch):
+CASES = [(c, *bad) for c in ("finetune", "finetune_t5") for bad in BAD] + [
+    ("finetune", *bad) for bad in CLIP_ONLY
+]
+
+
+@pytest.mark.parametrize("command, override, message", CASES, ids=[f"{c}-{o}" for c, o, _ in CASES])
+def test_bad_options_fail_before_the_model_is_built(command, override, message, monkeypatch):
     module = importlib.import_module(f"experiments.{command}")  # registers its schema
 
     def built(*args, **kwargs):
