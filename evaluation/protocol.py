@@ -144,6 +144,9 @@ class Method:
                 merge(self.fn, taus, context=context, **{**self.hparams, **point, **substitutes})
             except (ValueError, TypeError, KeyError) as err:
                 raise ValueError(f"method.{self.key}: {err}") from None
+            except Exception as err:  # a method's own failure: keep it, say where it arose
+                err.add_note(f"raised by method.{self.key} on stand-in task vectors at {point}")
+                raise
 
     def grid(self) -> list[dict[str, Any]]:
         """The search points in order (one empty point if nothing is searched)."""

@@ -125,6 +125,9 @@ class ModelsMethod:
                 except (ValueError, TypeError, KeyError) as err:
                     message = err.args[0] if isinstance(err, KeyError) and err.args else err
                     raise ValueError(f"method.{self.key}: {message}") from None
+                except Exception as err:  # a method's own failure: keep it, say where it arose
+                    err.add_note(f"raised by method.{self.key} on {k} stand-in models at {point}")
+                    raise
 
 
 def methods_of(cfg: DictConfig, num_models: int, has_val: bool = True) -> list[ModelsMethod]:

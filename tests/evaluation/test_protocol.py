@@ -100,3 +100,20 @@ def test_per_task_selection_with_ties_to_the_first_point():
 def test_bad_method_configs_name_the_config_and_option(cfg, match):
     with pytest.raises(ValueError, match=match):
         Method.from_config("mine", cfg)
+
+
+def test_a_method_failing_on_the_stand_in_keeps_its_error_and_says_where(monkeypatch):
+    """Bad options become a ``ValueError`` naming the method; any other failure of the
+    method's own code on the stand-in keeps its type and traceback, with a note naming
+    the method and the search point."""
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("a shape bug in the method")
+
+    monkeypatch.setattr(protocol, "merge", failing)
+    method = Method.from_config("mine", {"fn": "toy_scaled", "search": {"lam": [0.5]}})
+    with pytest.raises(RuntimeError, match="a shape bug") as caught:
+        method.check_options(2)
+    assert caught.value.__notes__ == [
+        "raised by method.mine on stand-in task vectors at {'lam': 0.5}"
+    ]

@@ -247,3 +247,16 @@ def test_base_models_are_reset_with_the_benchmark_reset_before_merging(tmp_path)
         assert torch.equal(reset["conv1.weight"], trained["conv1.weight"])
     merged = merge_context.reset_batchnorm(merge_context.states[0])
     assert all(torch.equal(merged[k], v) for k, v in merge_context.states[0].items())
+
+
+def test_a_method_failing_on_the_stand_in_models_keeps_its_error_and_says_where(monkeypatch):
+    import experiments.pipelines.different_init as pipeline
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("a shape bug in the method")
+
+    monkeypatch.setattr(pipeline, "merge_models", failing)
+    method = pipeline.ModelsMethod.from_config("avg", {"fn": "direct_average"}, num_models=2)
+    with pytest.raises(RuntimeError, match="a shape bug") as caught:
+        method.check_options()
+    assert caught.value.__notes__ == ["raised by method.avg on 2 stand-in models at {}"]
