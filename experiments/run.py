@@ -57,11 +57,12 @@ from experiments.tables import console, markdown
 
 RUN_TOKEN = f"{os.getpid()}{secrets.token_hex(2)}"  # one per process: run dirs never collide
 ROOT = Path(__file__).resolve().parents[1]
-CODE_VERSION = json_digest(
-    {str(p.relative_to(ROOT)): p.read_text()
-     for d in ("merging", "evaluation", "experiments/pipelines")
-     for p in sorted((ROOT / d).rglob("*.py"))}
-)  # fmt: skip  # once per process: stored rows are reused only with the code that computes rows
+CODE_FILES = tuple(
+    p for d in ("merging", "evaluation", "experiments/pipelines")
+    for p in sorted((ROOT / d).rglob("*")) if p.suffix in (".py", ".json")
+)  # fmt: skip  # the code that computes rows and the data it reads (class names, templates, ...)
+CODE_VERSION = json_digest({str(p.relative_to(ROOT)): p.read_text() for p in CODE_FILES})
+"""Once per process: stored rows are reused only with the code and data that computed them."""
 NOT_IN_UNIT_KEY = (
     "method", "run_name", "progress", "logger", "resume", "cache_dir", "store_dir",
     "objective", "shards", "device",
@@ -160,7 +161,8 @@ def unit_key(
     config: Mapping[str, Any], unit: str, device: str, depends_on: Collection[str] = ()
 ) -> str:
     """Digest of :func:`unit_config` and of the code that computes rows (:data:`CODE_VERSION`:
-    every ``.py`` file of ``merging/``, ``evaluation/`` and ``experiments/pipelines/``); a
+    every ``.py`` and ``.json`` file of ``merging/``, ``evaluation/`` and
+    ``experiments/pipelines/``, so package data such as class names and templates too); a
     section's copy of ``cache_dir`` (the benchmark's) is left out of the digest, as the
     top-level one is (it changes no number), and kept in the stored config."""
     kept = {  # the stored unit_config keeps it: the compare tool rebuilds benchmarks from it

@@ -264,3 +264,14 @@ def test_wandb_mode_from_the_environment_wins_over_the_default(monkeypatch, tmp_
     monkeypatch.setattr(wandb, "init", lambda **kw: seen.update(kw))
     WandbLogger(run_dir=tmp_path, name="n", config={})
     assert seen["mode"] == "disabled"
+
+
+def test_stored_rows_are_keyed_by_the_package_data_too():
+    """Class names, templates and the other data files the code reads decide rows as the
+    code does: an edit of one (e.g. a template in evaluation/sandbox/data/tasks.json) must
+    not resume from rows computed before it."""
+    from experiments.run import CODE_FILES, ROOT
+
+    data = {p for d in ("merging", "evaluation") for p in (ROOT / d).rglob("data/*.json")}
+    assert ROOT / "evaluation/sandbox/data/tasks.json" in data
+    assert data <= set(CODE_FILES)
