@@ -13,6 +13,7 @@ digits and arrows when installed (:mod:`evaluation.sandbox.real_tasks`).
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -422,40 +423,57 @@ def _noise(rng: d.Rng, labels: np.ndarray, size: int) -> np.ndarray:
 
 
 DATA_FILE = "evaluation/sandbox/data/tasks.json"
-_DRAW: dict[str, Draw] = {
-    "digits": _glyph_task(list("0123456789")),
-    "shapes": _shapes,
-    "colours": _colours,
-    "textures": _textures,
-    "letters": _glyph_task(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")),
-    "counting": _counting,
-    "orientation": _orientation,
-    "arrows": _arrows,
-    "positions": _positions,
-    "faces": _faces,
-    "sizes": _sizes,
-    "seven_segment": _seven_segment,
-    "brightness": _brightness,
-    "gradients": _gradients,
-    "dice": _dice,
-    "thickness": _thickness,
-    "stripes": _stripes,
-    "sentiment": _sentiment,
-    "rotation": _rotation,
-    "noise": _noise,
+_DRAW: dict[str, tuple[Draw, int]] = {
+    "digits": (_glyph_task(list("0123456789")), 10),
+    "shapes": (_shapes, len(d.SHAPES)),
+    "colours": (_colours, len(_COLOURS)),
+    "textures": (_textures, 8),
+    "letters": (_glyph_task(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")), 26),
+    "counting": (_counting, 6),
+    "orientation": (_orientation, 6),
+    "arrows": (_arrows, 4),
+    "positions": (_positions, 9),
+    "faces": (_faces, 4),
+    "sizes": (_sizes, 5),
+    "seven_segment": (_seven_segment, 10),
+    "brightness": (_brightness, 5),
+    "gradients": (_gradients, 8),
+    "dice": (_dice, 6),
+    "thickness": (_thickness, 4),
+    "stripes": (_stripes, 6),
+    "sentiment": (_sentiment, 2),
+    "rotation": (_rotation, 4),
+    "noise": (_noise, 4),
 }
+"""Each task's drawing function and the number of classes it draws apart (labels
+0..k-1): the data file must name exactly that many."""
 _DRAWN_BY_NAME = {"shapes": tuple(d.SHAPES), "colours": tuple(_COLOURS)}
 """Tasks whose drawing code picks each class by its name: their class names must be these."""
+
+
+def _template_ok(template: object) -> bool:
+    """A string whose only replacement field is one plain ``{}`` (``{{`` escapes allowed)."""
+    if not isinstance(template, str):
+        return False
+    try:
+        fields = [f[1:] for f in string.Formatter().parse(template) if f[1] is not None]
+    except ValueError:
+        return False
+    return fields == [("", "", None)]
 
 
 def load_generators(text: str, where: str = DATA_FILE) -> tuple[TaskGenerator, ...]:
     """The generators of the tasks in ``text`` (the JSON of :data:`DATA_FILE`), in its order.
 
-    Raises ``ValueError`` naming ``where`` and the task when a task has no drawing function
-    (or a drawing function no entry), its keys are not ``classnames`` and ``templates``, its
-    class names are empty, repeated or (shapes, colours) not the drawing code's, or a
-    template lacks its single ``{}``."""
-    raw = {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+    Raises ``ValueError`` naming ``where`` (and the task) when the text is not JSON, a task
+    has no drawing function (or a drawing function no entry), its keys are not
+    ``classnames`` and ``templates`` (lists of strings), its class names are empty strings,
+    repeated, not as many as its drawing function draws or (shapes, colours) not the
+    drawing code's, or a template's only replacement field is not one ``{}``."""
+    try:
+        raw = {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"{where}: not a JSON object of tasks ({err})") from None
     if set(raw) != set(_DRAW):
         problems = [f"{what} {sorted(names)}" for what, names in (
             ("no drawing function for", set(raw) - set(_DRAW)),
@@ -464,16 +482,27 @@ def load_generators(text: str, where: str = DATA_FILE) -> tuple[TaskGenerator, .
         raise ValueError(f"{where}: " + "; ".join(problems))
     out = []
     for name, spec in raw.items():
-        if not isinstance(spec, dict) or set(spec) != {"classnames", "templates"}:
-            raise ValueError(f"{where}: task {name!r} needs exactly classnames and templates")
+        draw, k = _DRAW[name]
+        if not isinstance(spec, dict) or set(spec) != {"classnames", "templates"} or not all(
+            isinstance(spec[key], list) for key in spec
+        ):
+            raise ValueError(f"{where}: task {name!r} needs lists classnames and templates")
         classnames, templates = tuple(spec["classnames"]), tuple(spec["templates"])
-        if not classnames or len(set(classnames)) != len(classnames):
-            raise ValueError(f"{where}: task {name!r} needs distinct class names")
+        if not all(isinstance(c, str) and c.strip() for c in classnames):
+            raise ValueError(f"{where}: task {name!r} has a class name that is not a word")
+        if len(classnames) != k or len(set(classnames)) != k:
+            raise ValueError(
+                f"{where}: task {name!r} draws {k} classes (labels 0..{k - 1}): name each "
+                f"once, got {len(classnames)} names, {len(set(classnames))} distinct"
+            )
         if _DRAWN_BY_NAME.get(name, classnames) != classnames:
             raise ValueError(f"{where}: task {name!r} must list {list(_DRAWN_BY_NAME[name])}")
-        if not templates or any(str(t).count("{}") != 1 for t in templates):
-            raise ValueError(f"{where}: every template of task {name!r} needs one '{{}}'")
-        out.append(TaskGenerator(name, classnames, templates, _DRAW[name]))
+        if not templates or not all(_template_ok(t) for t in templates):
+            raise ValueError(
+                f"{where}: every template of task {name!r} needs exactly one '{{}}' (the "
+                "class name) and no other replacement field"
+            )
+        out.append(TaskGenerator(name, classnames, templates, draw))
     return tuple(out)
 
 

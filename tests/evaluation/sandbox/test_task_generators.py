@@ -36,10 +36,16 @@ def test_class_names_and_templates_are_those_the_zoo_was_built_with():
     [
         (lambda raw: raw.pop("noise"), r"no entry for \['noise'\]"),
         (lambda raw: raw.update(extra=raw["noise"]), r"no drawing function for \['extra'\]"),
-        (lambda raw: raw["dice"].pop("templates"), "'dice' needs exactly classnames and templates"),
-        (lambda raw: raw["faces"]["classnames"].append("happy"), "'faces' needs distinct"),
+        (lambda raw: raw["dice"].pop("templates"), "'dice' needs lists classnames and templates"),
+        (lambda raw: raw["textures"].update(classnames="striped"), "'textures' needs lists"),
+        (lambda raw: raw["faces"]["classnames"].append("happy"), "'faces' draws 4 classes"),
+        (lambda raw: raw["letters"]["classnames"].append("ae"), "'letters' draws 26 classes"),
+        (lambda raw: raw["counting"]["classnames"].pop(), "'counting' draws 6 classes"),
+        (lambda raw: raw["arrows"]["classnames"].__setitem__(0, " "), "'arrows' has a class name"),
         (lambda raw: raw["shapes"]["classnames"].reverse(), "'shapes' must list"),
         (lambda raw: raw["sizes"]["templates"].append("a shape."), "template of task 'sizes'"),
+        (lambda raw: raw["sizes"]["templates"].append("a {} {kind}."), "template of task 'sizes'"),
+        (lambda raw: raw["sizes"]["templates"].append("a {!r}."), "template of task 'sizes'"),
     ],
 )
 def test_a_bad_task_file_is_named_with_the_task(edit, message):
@@ -47,6 +53,12 @@ def test_a_bad_task_file_is_named_with_the_task(edit, message):
     edit(raw)
     with pytest.raises(ValueError, match=rf"^bad.json: .*{message}"):
         load_generators(json.dumps(raw), "bad.json")
+
+
+def test_a_task_file_that_is_not_json_is_named():
+    with pytest.raises(ValueError, match=r"^bad.json: not a JSON object of tasks \(Expecting"):
+        load_generators(TEXT.replace('"digits":', '"digits"', 1), "bad.json")
+    assert load_generators(TEXT.replace("a {}.", "a {} {{brace}}.", 1))  # an escaped brace
 
 
 @pytest.mark.parametrize("task", GENERATORS, ids=lambda t: t.name)
