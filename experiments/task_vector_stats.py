@@ -109,11 +109,14 @@ def markdown(stats: TaskVectorStats, title: str) -> str:
 
 def main(overrides: Sequence[str]) -> str:
     """Compose the run config with ``overrides``, load the zoo's experts, print and return
-    the statistics. Raises ``ValueError`` naming the model or benchmark, before anything is
-    loaded, unless the model builds a task-vector zoo and the benchmark has tasks."""
+    the statistics. Raises ``ValueError`` naming the pipeline, model or benchmark, before
+    anything is loaded, unless the pipeline is ``task_vectors``, the model builds a
+    task-vector zoo and the benchmark has tasks."""
     register_schemas()
     with initialize_config_dir(str(CONF), version_base=None):
         cfg = compose("config", overrides=list(overrides))
+    if not str(cfg.pipeline.get("_target_")).endswith(".TaskVectorPipeline"):
+        raise ValueError(f"pipeline {cfg.pipeline.get('_target_')!r}: {SUPPORTED}")
     zoo, benchmark = instantiate(cfg.model), instantiate(cfg.benchmark)
     check_regime(zoo, "task_vectors", f"model {cfg.model.get('name')!r}", SUPPORTED)
     if not isinstance(benchmark, Benchmark):

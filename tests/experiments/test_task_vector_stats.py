@@ -50,8 +50,9 @@ def test_norms_and_cosines():
     "overrides, message",
     [
         (["model=resnet20"], "model 'resnet20.*' builds a zoo for the 'different_init' regime"),
-        (["+experiment=different_init_sandbox"], "model 'resnet20.*' builds a zoo for the"),
+        (["+experiment=different_init_sandbox"], "pipeline '.*DifferentInitPipeline'"),
         (["benchmark=different_init_sandbox"], "benchmark 'sandbox_parts10' is not a task"),
+        (["pipeline=different_init"], "pipeline '.*DifferentInitPipeline'"),
     ],
 )
 def test_a_different_init_config_is_refused_naming_what_is_supported(overrides, message):
