@@ -8,7 +8,8 @@ subdirectories are then new); both resolve the directory from the same config ob
 Hydra does, so ``${now:...}`` and ``${run_token:}`` (cached resolvers) give the same path.
 
 :class:`CheckSweep`: a basic-sweeper multirun (``-m a=1,2``) checks every job's config as
-its run would (:func:`experiments.run.check_run`) before the first job starts. Only explicit
+its run would (:func:`experiments.run.check_run`), and that no two jobs share a
+``hydra.sweep.subdir``, before the first job starts. Only explicit
 lists can be enumerated: with the Optuna sweeper (``hydra/sweeper=val_search``, ranges),
 each trial is checked when it starts.
 
@@ -126,6 +127,7 @@ class CheckSweep(Callback):
         swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
         jobs = BasicSweeper.split_arguments(overrides, None)[0]
         saved = HydraConfig.instance().cfg
+        subdirs: dict[str, int] = {}
         try:
             for num, job in enumerate(jobs):
                 try:  # as the basic launcher and run_job set up a job
@@ -133,6 +135,14 @@ class CheckSweep(Callback):
                     with read_write(job_cfg.hydra), open_dict(job_cfg.hydra):
                         job_cfg.hydra.job.num = job_cfg.hydra.job.id = num
                     HydraConfig.instance().set_config(job_cfg)
+                    subdir = str(OmegaConf.select(job_cfg, "hydra.sweep.subdir"))
+                    if subdirs.setdefault(subdir, num) != num:
+                        raise Refused(
+                            f"hydra.sweep.subdir={subdir!r} is the directory of sweep jobs "
+                            f"{subdirs[subdir]} and {num}: a run never shares its directory "
+                            "(the second would replace the first's files). Leave "
+                            "hydra.sweep.subdir unset (the job number) or make it differ per job."
+                        )
                     task_cfg = copy.deepcopy(job_cfg)
                     with read_write(task_cfg), open_dict(task_cfg):
                         del task_cfg["hydra"]

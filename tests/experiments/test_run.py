@@ -179,6 +179,16 @@ def test_a_sweep_checks_every_job_before_the_first_one_runs(warm, tmp_path):
     assert not sweep.exists() and not list((tmp_path / "store").rglob("*.parquet"))  # none ran
 
 
+def test_sweep_jobs_never_share_a_subdirectory(warm, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run("-m", *tiny(warm, "method=ties", f"store_dir={tmp_path / 'store'}"),
+                 "method.ties.hparams.density=0.2,0.3", f"hydra.sweep.dir={sweep}",
+                 "hydra.sweep.subdir=same")  # fmt: skip
+    assert result.returncode == 1
+    assert "hydra.sweep.subdir='same' is the directory of sweep jobs 0 and 1" in result.stderr
+    assert not sweep.exists() and not list((tmp_path / "store").rglob("*.parquet"))  # none ran
+
+
 def test_a_rerun_reuses_finished_methods_and_gives_the_same_rows(warm, tmp_path):
     args = tiny(warm, "method=[zeroshot,task_arithmetic]", f"store_dir={tmp_path / 'done'}")
     first = run(*args, f"hydra.run.dir={tmp_path / 'a'}")
