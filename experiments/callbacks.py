@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import socket
 import sys
 from datetime import datetime
@@ -71,6 +72,24 @@ def claim(directory: str | os.PathLike, key: str, hint: str = "") -> Path:
         f"would mix or replace the first's files): pass a new directory, or leave {key} "
         f"unset (the default is unique per process).{hint}"
     )
+
+
+def release(directory: str | os.PathLike) -> bool:
+    """Undo :func:`claim` for a run that failed before writing anything of its own: remove
+    ``directory`` if this process claimed it and it holds only the claim file and what
+    Hydra writes first (``.hydra/``, the job's ``.log``), so that the corrected command
+    can use it. Returns whether it was removed."""
+    path = Path(directory)
+    try:
+        record = json.loads((path / CLAIM).read_text())
+        ours = record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+        names = {p.name for p in path.iterdir()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not ours or not names <= {CLAIM, ".hydra"} | {n for n in names if n.endswith(".log")}:
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return True
 
 
 def _owner(path: Path) -> str:

@@ -154,6 +154,15 @@ def test_two_runs_given_one_directory_never_share_it(warm, tmp_path):
     assert files == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
 
+def test_a_run_refused_for_bad_input_leaves_its_directory_to_the_fixed_command(warm, tmp_path):
+    out = tmp_path / "out"
+    args = tiny(warm, "method=zeroshot", f"store_dir={tmp_path / 'store'}", f"hydra.run.dir={out}")
+    bad = run(*args, "protocol.alphas=[0.3,0.3]")
+    assert bad.returncode == 1 and "protocol.alphas repeats 0.3" in bad.stderr
+    assert not out.exists()  # its claim, .hydra/ and log removed: nothing of a run was written
+    assert run(*args).returncode == 0 and (out / "results.csv").exists()
+
+
 def test_a_directory_from_before_claims_is_refused_before_hydra_writes_there(warm, tmp_path):
     old = tmp_path / "old"
     old.mkdir()
