@@ -22,7 +22,7 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -54,6 +54,31 @@ def scaling_grid(values: Sequence[Any], where: str) -> tuple[float, ...]:
         raise ValueError(f"{where} must be positive and finite, got {list(alphas)}")
     check_distinct(alphas, where)
     return alphas
+
+
+class Labelled(Protocol):
+    """A configured method of either regime: its ``method.<key>`` and its table label."""
+
+    key: str
+    label: str
+
+
+M = TypeVar("M", bound=Labelled)
+
+
+def check_labels(methods: Sequence[M]) -> list[M]:
+    """``methods`` (each with ``key`` and ``label``), checked to have distinct labels: rows
+    and tables tell methods apart by label, so two with one label would be averaged into one
+    table row. ``ValueError`` naming both ``method.<key>`` otherwise."""
+    labels: dict[str, str] = {}
+    for m in methods:
+        if m.label in labels:
+            raise ValueError(
+                f"method.{m.key} and method.{labels[m.label]} share the label {m.label!r}: "
+                f"give one a distinct label (method.{m.key}.label=...)"
+            )
+        labels[m.label] = m.key
+    return list(methods)
 
 
 def configured_spec(key: str, cfg: Mapping[str, Any], kind: str) -> MethodSpec:

@@ -48,7 +48,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from evaluation.protocol import configured_spec
+from evaluation.protocol import check_labels, configured_spec
 from evaluation.results import Row, hparams_key
 from evaluation.zoo import InitZoo, check_regime
 from experiments.context import RunContext
@@ -138,15 +138,7 @@ def methods_of(cfg: DictConfig, num_models: int, has_val: bool = True) -> list[M
     if not configs:
         raise ValueError("no method selected: pass method=<name> or method=[a,b,...]")
     methods = [ModelsMethod.from_config(key, m, num_models, has_val) for key, m in configs.items()]
-    labels: dict[str, str] = {}
-    for m in methods:
-        if m.label in labels:
-            raise ValueError(
-                f"method.{m.key} and method.{labels[m.label]} share the label {m.label!r}: "
-                f"give one a distinct label (method.{m.key}.label=...)"
-            )
-        labels[m.label] = m.key
-    return methods
+    return check_labels(methods)
 
 
 def build(cfg: DictConfig) -> tuple[InitZoo, Any]:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from evaluation.benchmark import Benchmark, Task
-from evaluation.protocol import Method, Scorer, evaluate_method, scaling_grid
+from evaluation.protocol import Method, Scorer, check_labels, evaluate_method, scaling_grid
 from evaluation.results import AVERAGE, Row, hparams_key
 from evaluation.zoo import TaskVectorZoo, check_regime
 from experiments.context import RunContext
@@ -41,15 +41,7 @@ def methods_of(cfg: DictConfig) -> list[Method]:
     if not configs:
         raise ValueError("no method selected: pass method=<name> or method=[a,b,...]")
     methods = [Method.from_config(key, value) for key, value in configs.items()]
-    labels: dict[str, str] = {}
-    for m in methods:
-        if m.label in labels:
-            raise ValueError(
-                f"method.{m.key} and method.{labels[m.label]} share the label {m.label!r}: "
-                f"give one a distinct label (method.{m.key}.label=...)"
-            )
-        labels[m.label] = m.key
-    return methods
+    return check_labels(methods)
 
 
 def _tall_base(method: Method) -> dict[str, Any]:
