@@ -50,7 +50,10 @@ def first_tasks(order: Sequence[Task], num_tasks: int | None, where: str) -> lis
     ``where`` (e.g. ``benchmark.num_tasks``) if out of range."""
     n = len(order) if num_tasks is None else int(num_tasks)
     if not 1 <= n <= len(order):
-        raise ValueError(f"{where}={n} but the benchmark's family has {len(order)} tasks")
+        raise ValueError(
+            f"{where}={n} but the benchmark's family has {len(order)} tasks: give 1 to "
+            f"{len(order)}"
+        )
     return list(order[:n])
 
 
