@@ -32,6 +32,7 @@ from typing import Any
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -126,6 +127,12 @@ class ClaimRunDir(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         claim(OmegaConf.select(config, "hydra.sweep.dir"), "hydra.sweep.dir", self.hint)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """A run that failed before writing anything of its own (bad input) gives its
+        directory back (:func:`release`): the corrected command may use it."""
+        if job_return.status == JobStatus.FAILED:
+            release(config.hydra.runtime.output_dir)
 
 
 class CheckSweep(Callback):

@@ -49,7 +49,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from evaluation.cache import atomic_write_text, cache_root, json_digest
 from evaluation.results import AVERAGE, Row, rows_frame, write_rows
-from experiments.callbacks import release
 from experiments.config import register_schemas
 from experiments.loggers import NullLogger
 from experiments.pipelines import Pipeline
@@ -270,12 +269,7 @@ def check_run(cfg: DictConfig, name: str) -> Checked:
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     name = cfg.get("run_name") or f"{cfg.model.name}-{cfg.benchmark.name}-{run_dir.name}"
-    try:
-        checked = check_run(cfg, name)
-    except Exception:
-        release(run_dir)  # nothing of the run's own was written: the fixed command may use it
-        raise
-    objective, config, store, pipeline, depends_on, keys, finished, devices = checked
+    objective, config, store, pipeline, depends_on, keys, finished, devices = check_run(cfg, name)
     units = list(config["method"])
     complete = devices is None
     if not complete:
