@@ -147,16 +147,28 @@ def _signed(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:+.1f}"
 
 
+def not_in_store(name: str, labels: Sequence[str], where: str) -> ValueError:
+    """The error for a method label ``name`` absent from ``labels`` (those of ``where``):
+    where the store holds several configurations of that method, each labelled with the
+    options that differ (``"TIES [method.hparams.density=0.1]"``), it lists them."""
+    variants = [label for label in labels if label.startswith(f"{name} [")]
+    if variants:
+        return ValueError(
+            f"the store holds {len(variants)} configurations of {name!r} for {where}, each "
+            f"labelled with the options that differ: give one of {variants}"
+        )
+    return ValueError(f"{name!r} is not in the store for {where}; methods there: "
+                      f"{', '.join(dict.fromkeys(labels))}")  # fmt: skip
+
+
 def comparison(
     summary_b: pd.DataFrame, method: str, baselines: Sequence[str], reference: pd.DataFrame
 ) -> pd.DataFrame:
     """The table of one zoo and benchmark: rows ``baselines`` then ``method``."""
     rows = summary_b.set_index("row")
     if method not in rows.index:
-        raise ValueError(
-            f"{method!r} is not in the store for {summary_b.model.iloc[0]} on "
-            f"{summary_b.benchmark.iloc[0]}; methods there: {', '.join(rows.index)}"
-        )
+        where = f"{summary_b.model.iloc[0]} on {summary_b.benchmark.iloc[0]}"
+        raise not_in_store(method, list(rows.index), where)
     arch = model_arch(str(summary_b.model.iloc[0]))
     count = summary_b.num_tasks.iloc[0]
     ref = reference[(reference.model == arch) & (reference.num_tasks == count)].set_index("method")
@@ -232,16 +244,10 @@ def compare(
     if benchmarks is None:
         benchmarks = list(dict.fromkeys(stats[stats.row == method].benchmark))
         if not benchmarks:
-            raise ValueError(
-                f"{method!r} is not in the store for {model}; methods there: "
-                f"{', '.join(dict.fromkeys(stats.row))}"
-            )
+            raise not_in_store(method, list(stats.row), model)
     unknown = [b for b in baselines or [] if b not in set(stats.row)]
     if unknown:
-        raise ValueError(
-            f"{unknown[0]!r} is not in the store for {model}; methods there: "
-            f"{', '.join(dict.fromkeys(stats.row))}"
-        )
+        raise not_in_store(unknown[0], list(stats.row), model)
     reference = pd.read_csv(REFERENCE, dtype={"storage_gbit": str})
     out = Path(out or Path("outputs", "compare", f"{model}-{_slug(method)}"))
     tables: dict[str, pd.DataFrame] = {}

@@ -138,6 +138,10 @@ def test_unknown_methods_and_empty_stores_are_named(store, tmp_path, capsys):
     with pytest.raises(ValueError, match="'Nope' is not in the store for sandbox_clip"):
         compare(store, "TALL mask + TA", ["Nope"], model="sandbox_clip", out=tmp_path / "o",
                 logger_kind="none")  # fmt: skip
+    with pytest.raises(ValueError, match=r"the store holds 2 configurations of 'TIES' for sandb"
+                       r"ox_clip, .*: give one of \['TIES \[method.hparams.density=0.1\]', "):
+        compare(store, "TALL mask + TA", ["TIES"], model="sandbox_clip", out=tmp_path / "o",
+                logger_kind="none")  # fmt: skip
     with pytest.raises(ValueError, match="is empty"):
         compare(tmp_path / "empty", "X", logger_kind="none")
     with pytest.raises(SystemExit, match="--model is needed"):
