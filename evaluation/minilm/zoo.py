@@ -206,7 +206,8 @@ class MiniLMZoo(MiniLMZooConfig):
                 "benchmark=text_real8)"
             )
         location, identity = locate(self.pretrained, env.cache_dir)
-        model, tokenizer = load_encoder(location, self.revision, f"model {self.name!r}")
+        where = f"model {self.name!r}"
+        model, tokenizer = load_encoder(location, self.revision, where, env.cache_dir)
         pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.to(env.device)  # heads' features and experts are computed there
         root = Path(env.cache_dir) / "minilm" / json_digest([identity, self.revision])[:16]

@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 import torch
 
+from evaluation.checkpoints import CheckpointError
 from evaluation.minilm import zoo as zoo_module
 from evaluation.minilm.encoder import embeddings, load_encoder, locate, tokenize
 from evaluation.minilm.zoo import MiniLMZoo
@@ -110,3 +111,16 @@ def test_errors_name_the_key(patched_sources, tmp_path, monkeypatch):
     monkeypatch.setitem(patched_sources, "minilm", gone)
     with pytest.raises(SourceMissing, match="apt-get install -y tiny-bert"):
         zoo.load(bench(), bench().tasks(), Env(tmp_path / "cache"))
+
+
+def test_a_hub_id_that_cannot_load_gives_the_fetch_command_for_the_cache_in_use(
+    tmp_path, monkeypatch
+):
+    import transformers
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")  # as without network
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", offline)
+    with pytest.raises(CheckpointError, match=rf"--cache-dir {tmp_path} fetch minilm\) or a local"):
+        load_encoder("no-such-org/no-such-model", None, "model 'x'", tmp_path)
