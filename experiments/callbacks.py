@@ -1,11 +1,12 @@
 """Hydra callbacks of the entry points (``hydra.callbacks`` in ``conf/config.yaml``,
 ``conf/finetune.yaml``, ``conf/finetune_t5.yaml``); light: no torch.
 
-:class:`ClaimRunDir`: a run directory is never shared. Hydra calls ``on_run_start`` before
-``run_job`` creates ``hydra.run.dir`` and writes ``.hydra/`` and the log there, and
-``on_multirun_start`` before the sweeper creates ``hydra.sweep.dir`` (whose job
-subdirectories are then new); both resolve the directory from the same config object as
-Hydra does, so ``${now:...}`` and ``${run_token:}`` (cached resolvers) give the same path.
+:class:`ClaimRunDir`: a run directory is never shared (:mod:`experiments.rundirs`). Hydra
+calls ``on_run_start`` before ``run_job`` creates ``hydra.run.dir`` and writes ``.hydra/``
+and the log there, and ``on_multirun_start`` before the sweeper creates ``hydra.sweep.dir``
+(whose job subdirectories are then new); both resolve the directory from the same config
+object as Hydra does, so ``${now:...}`` and ``${run_token:}`` (cached resolvers) give the
+same path.
 
 :class:`CheckSweep`: a basic-sweeper multirun (``-m a=1,2``) checks every job's config as
 its run would (:func:`experiments.run.check_run`), and that no two jobs share a
@@ -20,92 +21,17 @@ Hydra turns an exception raised in a callback into a warning, so a refusal is
 from __future__ import annotations
 
 import copy
-import json
-import os
-import shutil
-import socket
-import sys
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-CLAIM = ".mergelab_claim.json"  # in a claimed run directory: pid, host, time, command
+from experiments.rundirs import Refused, claim
+
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-
-
-class Refused(SystemExit):
-    """A run or sweep refused before it starts; the message names the key at fault."""
-
-
-def claim(directory: str | os.PathLike, key: str, hint: str = "") -> Path:
-    """Create ``directory`` if needed and claim it for this process: its claim file
-    (:data:`CLAIM`: pid, host, time, command) is created atomically (``O_EXCL``), so of
-    two runs started together one wins. Returns the claim file. :class:`Refused`, naming
-    ``key``, the directory and ``hint``, if the directory is claimed already, holds
-    anything (a run's from before claims: ``results.csv`` without a claim file) or cannot
-    be created."""
-    path = Path(directory).absolute()
-    why = None
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        if not any(path.iterdir()):  # new or empty; a run claiming it now makes O_EXCL fail
-            fd = os.open(path / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            now = datetime.now().astimezone().isoformat(timespec="seconds")
-            record = {"pid": os.getpid(), "host": socket.gethostname(), "time": now,
-                      "command": sys.argv}  # fmt: skip
-            with os.fdopen(fd, "w") as f:
-                json.dump(record, f)
-            return path / CLAIM
-    except FileExistsError:
-        if not path.is_dir():
-            why = "it is not a directory"
-    except OSError as e:
-        why = f"it cannot be created or written ({e})"
-    raise Refused(
-        f"{key}={path}: {why or _owner(path)}. A run never shares its directory (the second "
-        f"would mix or replace the first's files): pass a new directory, or leave {key} "
-        f"unset (the default is unique per process).{hint}"
-    )
-
-
-def release(directory: str | os.PathLike) -> bool:
-    """Undo :func:`claim` for a run that failed before writing anything of its own: remove
-    ``directory`` if this process claimed it and it holds only the claim file and what
-    Hydra writes first (``.hydra/``, the job's ``.log``), so that the corrected command
-    can use it. Returns whether it was removed."""
-    path = Path(directory)
-    try:
-        record = json.loads((path / CLAIM).read_text())
-        ours = record["pid"] == os.getpid() and record["host"] == socket.gethostname()
-        names = {p.name for p in path.iterdir()}
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    if not ours or not names <= {CLAIM, ".hydra"} | {n for n in names if n.endswith(".log")}:
-        return False
-    shutil.rmtree(path, ignore_errors=True)
-    return True
-
-
-def _owner(path: Path) -> str:
-    """Who holds the directory ``path``, in words."""
-    try:
-        record = json.loads((path / CLAIM).read_text())
-        return (f"it is the run directory of pid {record['pid']} on {record['host']}, "
-                f"started {record['time']} ({' '.join(record['command'])})")  # fmt: skip
-    except FileNotFoundError:
-        names = sorted(p.name for p in path.iterdir())
-        return f"it holds files of an earlier run or others ({', '.join(names[:4])}" + (
-            ", ...)" if len(names) > 4 else ")"
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"another run claimed it ({CLAIM} unreadable or being written)"
 
 
 class ClaimRunDir(Callback):
@@ -127,12 +53,6 @@ class ClaimRunDir(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         claim(OmegaConf.select(config, "hydra.sweep.dir"), "hydra.sweep.dir", self.hint)
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        """A run that failed before writing anything of its own (bad input) gives its
-        directory back (:func:`release`): the corrected command may use it."""
-        if job_return.status == JobStatus.FAILED:
-            release(config.hydra.runtime.output_dir)
 
 
 class CheckSweep(Callback):
@@ -172,7 +92,7 @@ class CheckSweep(Callback):
                     task_cfg = copy.deepcopy(job_cfg)
                     with read_write(task_cfg), open_dict(task_cfg):
                         del task_cfg["hydra"]
-                    check_run(task_cfg, "")
+                    check_run(task_cfg, "", check_device=False)  # jobs may run on other nodes
                 except Exception as e:  # any error refuses the sweep, naming the job
                     named = " ".join(o for o in job if o.split("=", 1)[0] in swept)
                     why = f"{type(e).__name__}: {e}\nNo job was started."

@@ -48,7 +48,7 @@ from evaluation.zoo import Env
 from experiments.config import EvalConfig, register_schemas
 from experiments.loggers import NullLogger
 from experiments.run import resolve_device
-from merging.options import non_negative, non_negative_int, positive, positive_int, probability
+from merging.options import non_negative, positive, positive_int, probability
 
 
 @dataclass
@@ -95,13 +95,16 @@ def _batches(loader: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor
 
 def _check(ft: DictConfig) -> int:
     """Examples per micro-batch, after checking ``finetune``'s batch sizes, ``steps`` (a
-    positive integer or null), ``warmup_steps`` (a non-negative integer), ``lr`` and
-    ``grad_clip`` (positive, finite), ``weight_decay`` (non-negative, finite) and
-    ``label_smoothing`` (in [0, 1)); ``ValueError`` naming the key."""
-    if ft.steps is not None:
-        positive_int("finetune.steps", ft.steps)
-    non_negative_int("finetune.warmup_steps", ft.warmup_steps)
-    for key, check in (("lr", positive), ("grad_clip", positive), ("weight_decay", non_negative),
+    positive integer or null), ``warmup_steps`` (a positive integer, at most ``steps``),
+    ``lr`` (positive, finite), ``grad_clip`` (positive; ``inf``: no clipping),
+    ``weight_decay`` (non-negative, finite) and ``label_smoothing`` (in [0, 1));
+    ``ValueError`` naming the key."""
+    warmup = positive_int("finetune.warmup_steps", ft.warmup_steps)
+    if ft.steps is not None and warmup > positive_int("finetune.steps", ft.steps):
+        raise ValueError(f"finetune.warmup_steps={warmup} must be <= finetune.steps={ft.steps}")
+    if ft.grad_clip != math.inf:
+        positive("finetune.grad_clip", ft.grad_clip)
+    for key, check in (("lr", positive), ("weight_decay", non_negative),
                        ("label_smoothing", probability)):  # fmt: skip
         check(f"finetune.{key}", ft[key])
     batch, accum = int(ft.batch_size), int(ft.grad_accumulation)

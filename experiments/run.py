@@ -52,6 +52,7 @@ from evaluation.results import AVERAGE, Row, rows_frame, write_rows
 from experiments.config import register_schemas
 from experiments.loggers import NullLogger
 from experiments.pipelines import Pipeline
+from experiments.rundirs import release
 from experiments.store import ResultStore
 from experiments.tables import console, markdown
 
@@ -59,8 +60,9 @@ RUN_TOKEN = f"{os.getpid()}{secrets.token_hex(2)}"  # one per process: run dirs 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_FILES = tuple(
     p for d in ("merging", "evaluation", "experiments/pipelines")
-    for p in sorted((ROOT / d).rglob("*")) if p.suffix in (".py", ".json")
-)  # fmt: skip  # the code that computes rows and the data it reads (class names, templates, ...)
+    for p in sorted((ROOT / d).rglob("*"))
+    if p.suffix == ".py" or (p.suffix == ".json" and p.parent.name == "data")
+)  # fmt: skip  # the code that computes rows and its package data (class names, templates, ...)
 CODE_VERSION = json_digest({str(p.relative_to(ROOT)): p.read_text() for p in CODE_FILES})
 """Once per process: stored rows are reused only with the code and data that computed them."""
 NOT_IN_UNIT_KEY = (
@@ -161,8 +163,8 @@ def unit_key(
     config: Mapping[str, Any], unit: str, device: str, depends_on: Collection[str] = ()
 ) -> str:
     """Digest of :func:`unit_config` and of the code that computes rows (:data:`CODE_VERSION`:
-    every ``.py`` and ``.json`` file of ``merging/``, ``evaluation/`` and
-    ``experiments/pipelines/``, so package data such as class names and templates too); a
+    every ``.py`` file of ``merging/``, ``evaluation/`` and ``experiments/pipelines/`` and
+    their package data, ``data/*.json``: class names, templates, ...); a
     section's copy of ``cache_dir`` (the benchmark's) is left out of the digest, as the
     top-level one is (it changes no number), and kept in the stored config."""
     kept = {  # the stored unit_config keeps it: the compare tool rebuilds benchmarks from it
@@ -243,11 +245,12 @@ class Checked(NamedTuple):
     devices: list[str] | None
 
 
-def check_run(cfg: DictConfig, name: str) -> Checked:
+def check_run(cfg: DictConfig, name: str, check_device: bool = True) -> Checked:
     """Check the config of a run (or of a sweep's job, under its ``HydraConfig``) before
     anything is computed: objective and sweeper, results store, the methods' dependencies
     and, unless every unit is stored (``resume``; a complete job was validated by the same
-    code when it was computed), device, shards and the pipeline's ``validate`` (names,
+    code when it was computed), device and shards (``check_device``: a sweep's jobs may run
+    on other machines, which check their own) and the pipeline's ``validate`` (names,
     options; imports torch). Raises ``ValueError`` naming the key at fault. The stored
     rows found are labelled ``name``."""
     objective = check_objective(cfg)
@@ -260,7 +263,7 @@ def check_run(cfg: DictConfig, name: str) -> Checked:
     finished = stored_units(store, keys, name) if cfg.resume else {}
     devices = None
     if not (keys and len(finished) == len(keys)):
-        devices = shard_devices(str(cfg.device), cfg.shards)
+        devices = shard_devices(str(cfg.device), cfg.shards) if check_device else []
         pipeline.validate(cfg)  # bad names and options fail here, before any long computation
     return Checked(objective, config, store, pipeline, depends_on, keys, finished, devices)
 
@@ -269,7 +272,12 @@ def check_run(cfg: DictConfig, name: str) -> Checked:
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     name = cfg.get("run_name") or f"{cfg.model.name}-{cfg.benchmark.name}-{run_dir.name}"
-    objective, config, store, pipeline, depends_on, keys, finished, devices = check_run(cfg, name)
+    try:
+        checked = check_run(cfg, name)
+    except Exception:
+        release(run_dir)  # refused by its checks, nothing written: the fixed command may use it
+        raise
+    objective, config, store, pipeline, depends_on, keys, finished, devices = checked
     units = list(config["method"])
     complete = devices is None
     if not complete:

@@ -14,7 +14,9 @@ BAD = [("steps=0", "'finetune.steps'"), ("steps=-5", "'finetune.steps'"),
        ("weight_decay=inf", "'finetune.weight_decay'")]  # fmt: skip
 CLIP_ONLY = [("grad_clip=0", "'finetune.grad_clip'"), ("grad_clip=nan", "'finetune.grad_clip'"),
              ("label_smoothing=1.0", "'finetune.label_smoothing'"),
-             ("warmup_steps=-1", "'finetune.warmup_steps'")]  # fmt: skip
+             ("warmup_steps=-1", "'finetune.warmup_steps'"),
+             ("warmup_steps=0", "'finetune.warmup_steps'"),
+             ("warmup_steps=11 steps=10", "warmup_steps=11 must be <= finetune.steps")]  # fmt: skip
 
 
 CASES = [(c, *bad) for c in ("finetune", "finetune_t5") for bad in BAD] + [
@@ -31,6 +33,14 @@ def test_bad_options_fail_before_the_model_is_built(command, override, message, 
 
     monkeypatch.setattr(module, "instantiate", built)
     with initialize_config_dir(str(CONF), version_base=None):
-        cfg = compose(command, overrides=["task=x", f"finetune.{override}"])
+        cfg = compose(command, overrides=["task=x", *(f"finetune.{o}" for o in override.split())])
     with pytest.raises(ValueError, match=message):
         module.finetune(cfg)
+
+
+def test_an_infinite_gradient_clip_means_no_clipping():
+    from experiments.finetune import _check
+
+    with initialize_config_dir(str(CONF), version_base=None):
+        cfg = compose("finetune", overrides=["task=x", "finetune.grad_clip=inf"])
+    assert _check(cfg.finetune) == 128  # examples per micro-batch: accepted

@@ -188,6 +188,17 @@ def test_a_sweep_checks_every_job_before_the_first_one_runs(warm, tmp_path):
     assert not sweep.exists() and not list((tmp_path / "store").rglob("*.parquet"))  # none ran
 
 
+@pytest.mark.skipif(any(glob.glob(p) for p in GPU_NODES), reason="needs a machine without GPU")
+def test_a_sweep_leaves_the_device_to_its_jobs(warm, tmp_path):
+    """The jobs of a sweep may run elsewhere (a SLURM array's GPU nodes): the pre-check
+    does not test ``device`` on the submitting machine; each job tests its own."""
+    result = run("-m", *tiny(warm, "method=zeroshot,weight_averaging", "device=cuda",
+                             f"store_dir={tmp_path / 'store'}"),
+                 f"hydra.sweep.dir={tmp_path / 'sweep'}")  # fmt: skip
+    assert result.returncode == 1 and "sweep job" not in result.stderr
+    assert "device='cuda' but no CUDA device is available" in result.stderr
+
+
 def test_sweep_jobs_never_share_a_subdirectory(warm, tmp_path):
     sweep = tmp_path / "sweep"
     result = run("-m", *tiny(warm, "method=ties", f"store_dir={tmp_path / 'store'}"),
