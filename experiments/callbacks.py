@@ -21,6 +21,7 @@ Hydra turns an exception raised in a callback into a warning, so a refusal is
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
@@ -81,7 +82,7 @@ class CheckSweep(Callback):
                     with read_write(job_cfg.hydra), open_dict(job_cfg.hydra):
                         job_cfg.hydra.job.num = job_cfg.hydra.job.id = num
                     HydraConfig.instance().set_config(job_cfg)
-                    subdir = str(OmegaConf.select(job_cfg, "hydra.sweep.subdir"))
+                    subdir = os.path.normpath(str(OmegaConf.select(job_cfg, "hydra.sweep.subdir")))
                     if subdirs.setdefault(subdir, num) != num:
                         raise Refused(
                             f"hydra.sweep.subdir={subdir!r} is the directory of sweep jobs "
