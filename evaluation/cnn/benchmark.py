@@ -14,7 +14,6 @@ Result rows of setting ``s`` carry the benchmark ``<name>_<s>`` (e.g. ``cifar10_
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from evaluation.cnn.data import (
     sample_indices,
 )
 from evaluation.cnn.train import accuracy, predict, test_logits
-from merging.options import positive, positive_int
+from merging.options import non_negative, positive, positive_int
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -67,11 +66,7 @@ class DifferentInitBenchmark(DifferentInitConfig):
             positive_int(f"benchmark.training.{key}", getattr(training, key))
         positive("benchmark.training.lr", training.lr)
         for key in ("momentum", "weight_decay", "warmup_epochs"):
-            if not 0 <= getattr(training, key) < math.inf:
-                raise ValueError(
-                    f"benchmark.training.{key} must be >= 0 and finite, "
-                    f"got {getattr(training, key)!r}"
-                )
+            non_negative(f"benchmark.training.{key}", getattr(training, key))
         if not training.momentum < 1:
             raise ValueError(
                 f"benchmark.training.momentum must be < 1 (SGD diverges at 1 and above), "

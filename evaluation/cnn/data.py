@@ -12,7 +12,6 @@ shared between models in ``cross``.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from evaluation.cnn.config import HubImagesConfig, SandboxImagesConfig, Setting
+from merging.options import non_negative
 
 KINDS = ("same", "cross")
 IMAGE_KEYS = ("img", "image")
@@ -70,8 +70,7 @@ class SandboxImages(SandboxImagesConfig):
                 raise ValueError(
                     f"benchmark.dataset.{key} must be >= {low}, got {getattr(self, key)!r}"
                 )
-        if not 0 <= self.noise < math.inf:
-            raise ValueError(f"benchmark.dataset.noise must be >= 0 and finite, got {self.noise!r}")
+        non_negative("benchmark.dataset.noise", self.noise)
 
     def load(self) -> ImageData:
         return sandbox_data(

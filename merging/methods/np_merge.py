@@ -102,8 +102,7 @@ def np_merge_pair(
     training subset, as in the paper's protocol; no weight decay (a positive value pulls ``a``
     back towards 0, i.e. towards averaging). ``alphas`` are ``sigmoid(a)``, parameter-shaped.
     """
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"option 'steps' must be a positive integer, got {steps!r}")
+    positive_int("steps", steps)
     _check_optimiser(lr, weight_decay, optimizer, init)
     keys = _check_states(model, state_a, state_b)
     device = torch.device(device)
