@@ -2,14 +2,18 @@
 is set): (a) ViT-B/32 bf16 evaluation throughput from the preprocessed cache next to the
 pure forward pass, (b) TIES on 20 ViT-L/14-shaped experts read lazily from safetensors
 files (wall time, peak host and device memory, read floor), (c) the projected wall time of
-the ViT-B/32 8/14/20-task table (``+experiment=tall_masks_reproduction``).
+the ViT-B/32 8/14/20-task table (``+experiment=tall_masks_reproduction``), (d) the
+spectral merges TSV-M, Iso-C and Iso-CTS on 20 ViT-B/32-shaped experts on the device, checked
+against the CPU on one block, and one block's full-SVD versions (before issue 15) against them
+on the device.
 
     python benchmarks/gpu.py            # a CUDA machine: about 3 min on one H200 (estimate)
+    python benchmarks/gpu.py --parts d  # only the spectral merges
     python benchmarks/gpu.py --tiny     # seconds on CPU: tiny shapes, checks the script
 
-Parts run in the order (a), (c), (b); each part's Markdown is printed (and the file
-rewritten) as soon as it is done, and a part that fails prints its error while the others
-still run.
+Parts run in the order (a), (c), (d), (b) (``--parts`` picks some; (c) needs (a)); each part's
+Markdown is printed (and the file rewritten) as soon as it is done, and a part that fails
+prints its error while the others still run.
 
 Needs open_clip, hydra-core and omegaconf (carried as wheels where the machine lacks them).
 
@@ -41,6 +45,17 @@ each task's test split, so ``images = sum_m (P_m * V + T)`` with ``V``, ``T`` th
 and test sizes (val: mergelab's split of the published train size,
 :func:`evaluation.splits.train_val_indices`), and ``time = images / throughput`` at the
 config's ``eval.batch_size``. Merging time and loading the experts are not included.
+
+(d) ``--spectral-experts`` task vectors shaped like open_clip's ViT-B-32 ``visual`` state
+(87.85M float32 entries, 351 MB per file), written as in (b). Each of ``merging.merge(name,
+[LazySafetensors(f) ...], device=...)`` for TSV-M, Iso-C and Iso-CTS (defaults) is timed once
+(wall, peak host RSS above its start, peak device memory); its output on the matrices of
+transformer block 0 is compared with the same merge run on the CPU (max abs difference over
+max abs value). Then, on block 0's matrix shapes drawn on the device (as
+``benchmarks/merge_methods.py --spectral-before-after`` does on the CPU), the full-SVD
+versions the methods replaced (``merge_methods.FULL_SVD``: float32 ``torch.linalg.svd``) and
+the current methods are alternated ``--repeats`` times (medians), and both are compared with
+the full-SVD version run in float64.
 """
 
 from __future__ import annotations
@@ -65,7 +80,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from merge_methods import read_floor  # noqa: E402
+from merge_methods import FULL_SVD, read_floor  # noqa: E402
 
 from evaluation.checkpoints import LazySafetensors  # noqa: E402
 from evaluation.clip import datasets as clip_data  # noqa: E402
@@ -78,6 +93,8 @@ from evaluation.splits import train_val_indices  # noqa: E402
 from merging import merge  # noqa: E402
 
 GB, MIB = 1e9, 2**20
+SPECTRAL = ("tsv", "iso_c", "iso_cts")
+CHECKED_BLOCK = "transformer.resblocks.0."  # (d): keys compared with the CPU
 PRESET = "tall_masks_reproduction"
 TABLE = ("tall8", "tall14", "tall20")
 TINY_CLIP = {
@@ -145,6 +162,19 @@ def best_rate(fn: Callable[[], int], repeats: int, device: str) -> float:
         synchronize(device)
         best = max(best, count / (time.perf_counter() - start))
     return best
+
+
+def device_peak_mib(device: str) -> str:
+    """Peak device memory since the last reset, or ``n/a (CPU)``."""
+    if not device.startswith("cuda"):
+        return "n/a (CPU)"
+    return f"{torch.cuda.max_memory_allocated() / MIB:,.0f}"
+
+
+def reset_device_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 # ---- (a) evaluation throughput ------------------------------------------------------------
@@ -332,18 +362,12 @@ def ties_benchmark(
         with Measured() as floor:
             read_floor([LazySafetensors(f) for f in files])
         log("(b) TIES")
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+        reset_device_peak(device)
         rss_start = rss_bytes()
         with Measured() as ties:
             merge("ties", [LazySafetensors(f) for f in files], device=device)
         synchronize(device)
-        device_peak = (
-            f"{torch.cuda.max_memory_allocated() / MIB:,.0f} MiB"
-            if device.startswith("cuda")
-            else "n/a (CPU)"
-        )
+        device_peak = device_peak_mib(device)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     kind = "tmpfs: in RAM" if str(base) == "/dev/shm" else "disk, page cache"
@@ -370,6 +394,113 @@ def ties_benchmark(
         "",
         f"TIES / read floor: {ties.seconds / floor.seconds:.1f}x; process RSS at the TIES "
         f"start {rss_start / MIB:,.0f} MiB (Python, torch, open_clip; the CUDA context on a GPU).",
+    ]
+    return lines
+
+
+# ---- (d) spectral merges -------------------------------------------------------------------
+
+
+def relative_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The largest ``max |a - b| / max |b|`` over the keys of ``b``."""
+    return max(float((a[k] - b[k]).abs().max() / b[k].abs().max()) for k in b)
+
+
+def spectral_before_after(
+    shapes: dict[str, torch.Size], device: str, tasks: int, repeats: int
+) -> list[str]:
+    """Markdown rows: the full-SVD versions against the methods on ``device``, on ``tasks``
+    task vectors of matrices ``shapes`` drawn there, both compared with the full-SVD version
+    run in float64 on the same device (the reference)."""
+    import statistics
+
+    g = torch.Generator(device).manual_seed(0)
+    tvs = [
+        {k: torch.randn(s, generator=g, device=device).mul_(1e-3) for k, s in shapes.items()}
+        for _ in range(tasks)
+    ]
+    rows = []
+    for name in SPECTRAL:
+        log(f"(d) one block, before / after: {name}")
+        exact = {k: FULL_SVD[name]([tv[k].double() for tv in tvs]).float().cpu() for k in shapes}
+        before, after = [], []
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            old = {k: FULL_SVD[name]([tv[k] for tv in tvs]).cpu() for k in shapes}
+            before.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            new = merge(name, tvs, device=device)
+            after.append(time.perf_counter() - start)
+        b, a = statistics.median(before), statistics.median(after)
+        diffs = [relative_diff(new, old), relative_diff(old, exact), relative_diff(new, exact)]
+        rows.append(f"| {name} | {b:.2f} | {a:.2f} | {b / a:.1f}x | "
+                    + " | ".join(f"{d:.1e}" for d in diffs) + " |")  # fmt: skip
+    return rows
+
+
+def spectral_benchmark(
+    config: dict[str, Any], count: int, where: str | None, device: str, budget: float,
+    repeats: int,
+) -> list[str]:  # fmt: skip
+    """Markdown lines of part (d)."""
+    shapes = {k: v.shape for k, v in clip_visual(config, "meta").state_dict().items()}
+    entries = sum(math.prod(s) for s in shapes.values())
+    checked = [k for k, s in shapes.items() if k.startswith(CHECKED_BLOCK) and len(s) == 2]
+    base = expert_dir(count * entries * 4, where)
+    directory = Path(tempfile.mkdtemp(prefix="mergelab-gpu-spectral-", dir=base))
+    rows = []
+    try:
+        log(f"(d) writing {count} experts of {entries * 4 / GB:.2f} GB to {directory}")
+        files, write_s, note = write_experts(
+            shapes, count, torch.float32, directory, device, budget
+        )
+        for name in SPECTRAL:
+            log(f"(d) {name} on {device}")
+            reset_device_peak(device)
+            with Measured() as run:
+                merged = merge(name, [LazySafetensors(f) for f in files], device=device)
+            synchronize(device)
+            peak = device_peak_mib(device)
+            log(f"(d) {name} on the CPU, block 0 ({run.seconds:.1f} s on {device})")
+            block = [{k: LazySafetensors(f)[k] for k in checked} for f in files]
+            with Measured() as cpu:
+                reference = merge(name, block, device="cpu")
+            diff = relative_diff(merged, reference)
+            rows.append(f"| {name} | {run.seconds:.1f} | {run.peak_mib:,.0f} | {peak} | "
+                        f"{cpu.seconds:.1f} | {diff:.1e} |")  # fmt: skip
+            del merged, block, reference
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    lines = [
+        f"## (d) TSV-M, Iso-C and Iso-CTS on {len(files)} ViT-B/32-shaped experts "
+        f"(device {device})",
+        "",
+        f"- experts: {len(files)} x {entries / 1e6:,.2f}M entries ({len(shapes)} tensors), "
+        f"float32, {len(files) * entries * 4 / GB:.1f} GB in {base}; written in {write_s:.1f} s",
+    ]
+    if note:
+        lines.append(f"- fewer experts than asked ({count}): {note}")
+    lines += [
+        f"- `merging.merge(name, [LazySafetensors(f) ...], device={device!r})`, defaults; "
+        f"'CPU, block 0': the same merge of the {len(checked)} matrices of `{CHECKED_BLOCK}*` "
+        f"on the CPU (torch threads: {torch.get_num_threads()}), the reference of the last column",
+        "",
+        f"| method | whole model on {device} (s) | peak host RSS above start (MiB) | peak device "
+        "(MiB) | CPU, block 0 (s) | max abs diff / max abs, block 0 |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Block 0's matrices ({', '.join('x'.join(map(str, shapes[k])) for k in checked)}), "
+        f"{len(files)} tasks drawn on {device}: the full-SVD versions before issue 15 (float32 "
+        f"`torch.linalg.svd`) against the current methods, {repeats} alternating rounds, "
+        "medians; the differences are also given against the full-SVD version run in float64 "
+        "on the same tensors.",
+        "",
+        "| method | before (s) | after (s) | speed-up | max abs diff / max abs: after vs "
+        "before | before vs float64 full SVD | after vs float64 full SVD |",
+        "|---|---|---|---|---|---|---|",
+        *spectral_before_after({k: shapes[k] for k in checked}, device, len(files), repeats),
     ]
     return lines
 
@@ -459,8 +590,15 @@ def main() -> None:
     parser.add_argument("--expert-dtype", choices=("float32", "float16"), default="float32")
     parser.add_argument("--dir", default=None, help="where expert files go (b)")
     parser.add_argument("--write-budget", type=float, default=120.0, help="seconds (b)")
+    parser.add_argument("--spectral-experts", type=int, default=None, help="ViT-B/32 experts (d)")
+    parser.add_argument(
+        "--parts", nargs="+", choices=("a", "b", "c", "d"), default=["a", "b", "c", "d"],
+        help="parts to run (default all; c needs a)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="default: 1 tiny, else all")
     args = parser.parse_args()
+    if "c" in args.parts and "a" not in args.parts:
+        parser.error("--parts: c (the projection) needs a (the throughput)")
     device = args.device or ("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     threads = args.threads or (1 if args.tiny else os.cpu_count() or 1)
     torch.set_num_threads(threads)
@@ -468,6 +606,7 @@ def main() -> None:
     preset_batch = int(composed(TABLE[0]).eval.batch_size)  # what (c) projects with
     batches = sorted({*(args.batches or ([16] if args.tiny else [1024])), preset_batch})
     experts = args.experts or (3 if args.tiny else 20)
+    spectral_experts = args.spectral_experts or (3 if args.tiny else 20)
     b32 = TINY_CLIP if args.tiny else open_clip_config("ViT-B-32")
     l14 = TINY_CLIP if args.tiny else open_clip_config("ViT-L-14")
     start = time.perf_counter()
@@ -502,10 +641,19 @@ def main() -> None:
 
     emit(head)
     rates: dict[int, float] = {}
-    section("a", lambda: throughput_table(b32, images_n, batches, device, args.repeats, rates))
-    section("c", lambda: projection(rates))
+    if "a" in args.parts:
+        section("a", lambda: throughput_table(b32, images_n, batches, device, args.repeats, rates))
+    if "c" in args.parts:
+        section("c", lambda: projection(rates))
     dtype = getattr(torch, args.expert_dtype)
-    section("b", lambda: ties_benchmark(l14, experts, dtype, args.dir, device, args.write_budget))
+    if "d" in args.parts:
+        section("d", lambda: spectral_benchmark(
+            b32, spectral_experts, args.dir, device, args.write_budget, args.repeats
+        ))  # fmt: skip
+    if "b" in args.parts:
+        section(
+            "b", lambda: ties_benchmark(l14, experts, dtype, args.dir, device, args.write_budget)
+        )
     emit([f"Whole script: {time.perf_counter() - start:.0f} s."])
 
 
