@@ -9,8 +9,8 @@ Two measurements, in one process, threads pinned (``--threads``):
    chunk by chunk.
 2. **The TALL-masks rule with Consensus' vote count**, ``v = sum_t 1{|tau_t| >= lam_t
    |tau_MTL - tau_t|}``, on one block of ``2**18`` values per task: eager (the library's
-   :func:`~merging.methods.tall_masks.tall_masks_rule`, numpy ufuncs, then a uint8 vote
-   per task, as :func:`~merging.methods.consensus.consensus` does) against one kernel
+   :meth:`~merging.methods.tall_masks.TallMaskRule.votes`, numpy ufuncs, each task's mask
+   added to a uint8 count, as :func:`~merging.methods.consensus.consensus` does) against one kernel
    fused by ``torch.compile`` (Inductor, C++), the votes accumulated in float32, and the
    boolean masks from a compiled kernel; each compiled kernel's first call (tracing and
    compiling, or loading Inductor's on-disk cache) is timed apart. Times are per (task,
@@ -114,20 +114,17 @@ def rule_kernels(tasks: int, repeats: int, compiled: bool) -> list[tuple[str, fl
     """(variant, ns per (task, value) pair, note) of the TALL rule with the vote count."""
     import torch
 
-    from merging.methods.tall_masks import tall_masks_rule
+    from merging.methods.tall_masks import TallMaskRule
 
     Tensor = torch.Tensor
     g = torch.Generator().manual_seed(0)
     taus = [torch.randn(BLOCK, generator=g) * 1e-3 for _ in range(tasks)]
     mtl = torch.stack(taus).sum(0)
     lams = torch.full((tasks,), 0.4)
-    rule = tall_masks_rule([0.4] * tasks)
+    rule = TallMaskRule([0.4] * tasks)
 
     def eager() -> Tensor:
-        votes = torch.zeros(BLOCK, dtype=torch.uint8)
-        for mask in rule("block", taus, mtl):
-            votes += mask
-        return votes
+        return rule.votes(taus, mtl)
 
     def votes_f32(mtl: Tensor, lams: Tensor, *taus: Tensor) -> Tensor:
         votes = torch.zeros_like(mtl)
@@ -139,7 +136,7 @@ def rule_kernels(tasks: int, repeats: int, compiled: bool) -> list[tuple[str, fl
         return [x.abs() >= lams[t] * (mtl - x).abs() for t, x in enumerate(taus)]
 
     per_value = 1e9 / (tasks * BLOCK)
-    rows = [("eager: tall_masks_rule (numpy) + uint8 votes", best(eager, repeats) * per_value, "")]
+    rows = [("eager: TallMaskRule.votes (numpy, uint8)", best(eager, repeats) * per_value, "")]
     if not compiled:
         return rows
     expected = eager()

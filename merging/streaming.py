@@ -12,8 +12,10 @@ same tensor (:func:`with_aliases`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -273,6 +275,35 @@ def blocks(n: int, size: int = BLOCK) -> Iterator[slice]:
     """Consecutive slices of ``range(n)``, ``size`` elements each (the last one shorter)."""
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
+
+
+def parallel_blocks(
+    n: int, work: Callable[[slice, int], None], threads: int | None = None, size: int = BLOCK
+) -> None:
+    """``work(b, w)`` for every block ``b`` of ``range(n)`` (:func:`blocks` of ``size``), on
+    ``threads`` threads (default ``torch.get_num_threads()``; at most one per block): worker
+    ``w`` takes one contiguous run of the blocks. ``work`` must write only block ``b`` of its
+    outputs, with worker ``w``'s own buffers; then the results do not depend on the split.
+    numpy's ufuncs release the GIL, so numpy work runs on as many cores (torch's CPU kernels
+    already use its threads within each op). The first error of a worker is raised."""
+    spans = list(blocks(n, size))
+    workers = min(threads or torch.get_num_threads(), len(spans))
+    if workers <= 1:
+        for b in spans:
+            work(b, 0)
+        return
+
+    def run(w: int) -> None:
+        for b in spans[w * len(spans) // workers : (w + 1) * len(spans) // workers]:
+            work(b, w)
+
+    list(_pool(workers).map(run, range(workers)))
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One thread pool per size, kept for the process (threads are started once)."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="mergelab-blocks")
 
 
 class Scratch:

@@ -70,17 +70,13 @@ def consensus(
         )
     per_task("lam", lam, len(tvs))
     fraction("ties_density", ties_density)
-    masks_of = streamed_tall_masks(
-        tvs, lam, base, comparison,
+    votes_of = streamed_tall_masks(
+        tvs, lam, base, comparison, votes=True,
         density=ties_density, agg=agg, topk_count=topk_count, extra_entries=extra_entries,
         zero_sign=zero_sign,
     )  # fmt: skip
     out: dict[str, Tensor] = {}
-    count = torch.uint8 if len(tvs) < 256 else torch.int16
-    for key, mtl, masks in masks_of:
-        votes = torch.zeros(mtl.shape, dtype=count, device=mtl.device)
-        for m in masks:
-            votes += m
+    for key, mtl, votes in votes_of:
         keep = compare(votes, k, strict=False, out=torch.empty_like(votes, dtype=torch.bool))
         # mtl * 1{votes >= k} (a dropped negative entry becomes -0.0, equal to 0)
         out[key] = tvs.finish(key, masked(mtl, keep))

@@ -12,7 +12,7 @@ import tests.merging.methods.sparse_references as ref
 from merging import merge, method_spec, pack_masks, tall_masks_of, unpack_masks
 from merging.methods.consensus import TALL_MASKS_OPTIONS
 from merging.methods.dare import drop_and_rescale
-from merging.methods.tall_masks import tall_masks_rule
+from merging.methods.tall_masks import TallMaskRule
 
 StateDict = dict[str, torch.Tensor]
 T = torch.tensor
@@ -206,19 +206,30 @@ def test_tall_masks_and_consensus_equal_reference(
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("comparison", ["inclusive", "strict"])
-def test_tall_masks_rule_is_the_formula_bit_for_bit(dtype, comparison) -> None:
+def test_tall_mask_rule_is_the_formula_bit_for_bit(dtype, comparison) -> None:
     """float32 on the CPU runs through numpy, anything else through torch (as on a GPU):
     both give the formula's torch result exactly, across blocks and per-task lambdas."""
     g = torch.Generator().manual_seed(0)
-    n = (1 << 18) + 1000  # two blocks, the second one short
+    n = 2 * (1 << 18) + 1000  # three blocks, the last one short
     taus = [(torch.randn(n, generator=g) * 1e-3).to(dtype) for _ in range(3)]
     taus[1][:50] = 0.0  # equal sides: |0| >= lam * |mtl - 0| only where mtl is 0 or lam 0
     mtl = taus[0] + taus[1] + taus[2]
     lams = [0.4, 0.23, 1.7]
-    got = tall_masks_rule(lams, comparison)("key", taus, mtl)
+    rule = TallMaskRule(lams, comparison)
     cmp = torch.gt if comparison == "strict" else torch.ge
-    for x, lam, m in zip(taus, lams, got, strict=True):
-        assert torch.equal(m, cmp(x.abs(), (mtl - x).abs() * lam))
+    expected = [cmp(x.abs(), (mtl - x).abs() * lam) for x, lam in zip(taus, lams, strict=True)]
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):  # numpy's blocks split over torch's thread count
+            torch.set_num_threads(threads)
+            for m, e in zip(rule("key", taus, mtl), expected, strict=True):
+                assert torch.equal(m, e)
+            # the vote count without the masks: their sum, in uint8
+            votes = rule.votes(taus, mtl)
+            assert votes.dtype == torch.uint8
+            assert torch.equal(votes, torch.stack(expected).sum(0).to(torch.uint8))
+    finally:
+        torch.set_num_threads(previous)
 
 
 @settings_
