@@ -2,7 +2,8 @@
 (skipped without one: CI has none; run where a GPU is lent). Off the CPU the library takes
 its torch branches (comparisons, the TALL rule, the exact top-k's band, masks, the spectral
 solvers' ``torch.linalg.eigh``), which the CPU tests never reach: each must give the CPU's
-result within float tolerance."""
+result within float tolerance (DARE's and DELLA's seeded drops included: they are drawn on
+the CPU, whatever the device)."""
 
 import pytest
 import torch
@@ -19,9 +20,6 @@ SHAPES = {
     "conv.weight": (8, 4, 3, 3),
     "embedding": (40, 16),
 }
-# Seeded random drops: the seed drives the generator of the device the merge runs on, and
-# CUDA's generator draws other numbers than the CPU's.
-RANDOM = {"dare", "della"}
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -36,12 +34,26 @@ def task_vectors(num_tasks: int = 4) -> list[dict[str, torch.Tensor]]:
     return tvs
 
 
-@pytest.mark.parametrize("name", DATA_FREE)
-def test_the_device_gives_the_cpu_result(name: str) -> None:
-    if name in RANDOM:
-        pytest.skip("random drops: CUDA's generator draws other numbers")
+# The authors' variants and other bases, which take other branches
+VARIANTS = [
+    ("ties", {"topk_count": "authors", "extra_entries": 1, "zero_sign": "majority"}),
+    ("ties", {"agg": "sum"}),
+    ("tall_masks", {"base": "ties", "comparison": "strict", "lam": [0.2, 0.4, 0.6, 0.5]}),
+    ("consensus", {"base": "ties", "k": 3}),
+    ("magnitude_pruning", {"topk_count": "authors"}),
+    ("tsv", {"rank_count": "authors"}),
+    ("dare", {"base": "ties", "p": 0.5}),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [(n, {}) for n in DATA_FREE] + VARIANTS,
+    ids=[*DATA_FREE, *(f"{n}-{'-'.join(o)}" for n, o in VARIANTS)],
+)
+def test_the_device_gives_the_cpu_result(name: str, options: dict) -> None:
     tvs = task_vectors()
-    on_cpu, on_device = merge(name, tvs), merge(name, tvs, device=DEVICE)
+    on_cpu, on_device = merge(name, tvs, **options), merge(name, tvs, device=DEVICE, **options)
     on_cpu = on_cpu if isinstance(on_cpu, list) else [on_cpu]
     on_device = on_device if isinstance(on_device, list) else [on_device]
     assert len(on_device) == len(on_cpu)
