@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -285,10 +287,11 @@ def parallel_blocks(
     ``w`` takes one contiguous run of the blocks. ``work`` must write only block ``b`` of its
     outputs, with worker ``w``'s own buffers; then the results do not depend on the split.
     numpy's ufuncs release the GIL, so numpy work runs on as many cores (torch's CPU kernels
-    already use its threads within each op). The first error of a worker is raised."""
+    already use its threads within each op). Called from one of its own workers, it runs
+    there, block by block. The first error of a worker is raised."""
     spans = list(blocks(n, size))
     workers = min(threads or torch.get_num_threads(), len(spans))
-    if workers <= 1:
+    if workers <= 1 or threading.current_thread().name.startswith(_POOL_NAME):
         for b in spans:
             work(b, 0)
         return
@@ -297,13 +300,17 @@ def parallel_blocks(
         for b in spans[w * len(spans) // workers : (w + 1) * len(spans) // workers]:
             work(b, w)
 
-    list(_pool(workers).map(run, range(workers)))
+    list(_pool(workers, os.getpid()).map(run, range(workers)))
+
+
+_POOL_NAME = "mergelab-blocks"
 
 
 @functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """One thread pool per size, kept for the process (threads are started once)."""
-    return ThreadPoolExecutor(workers, thread_name_prefix="mergelab-blocks")
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """One thread pool per size and process (a forked child has none of its parent's
+    threads, so it starts its own), kept for the process."""
+    return ThreadPoolExecutor(workers, thread_name_prefix=_POOL_NAME)
 
 
 class Scratch:

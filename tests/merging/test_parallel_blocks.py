@@ -1,7 +1,10 @@
 """``merging.streaming.parallel_blocks``: every block once, each worker a contiguous run,
 errors raised."""
 
+import os
+import signal
 import threading
+import time
 
 import pytest
 
@@ -38,3 +41,33 @@ def test_a_worker_error_is_raised() -> None:
 
     with pytest.raises(ValueError, match="block failed"):
         parallel_blocks(4 * 4096, work, 2, size=4096)
+
+
+def test_called_from_a_worker_it_runs_there() -> None:
+    inner: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def inner_work(b: slice, w: int) -> None:
+        with lock:
+            inner.append((w, threading.current_thread().name))
+
+    def work(b: slice, w: int) -> None:
+        parallel_blocks(2 * 4096, inner_work, 2, size=4096)  # would wait on a busy pool
+
+    parallel_blocks(2 * 4096, work, 2, size=4096)
+    assert len(inner) == 4
+    assert {w for w, _ in inner} == {0}  # block by block in the calling worker
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_pool() -> None:
+    # the parent's pool, both threads started (each block waits) and then idle
+    parallel_blocks(4 * 4096, lambda b, w: time.sleep(0.05), 2, size=4096)
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's pool threads do not exist here
+        signal.alarm(20)  # a child left waiting on them would hang the suite
+        done: list[slice] = []
+        parallel_blocks(4 * 4096, lambda b, w: done.append(b), 2, size=4096)
+        os._exit(0 if len(done) == 4 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
