@@ -13,7 +13,10 @@ on the device.
 
 Parts run in the order (a), (c), (d), (b) (``--parts`` picks some; (c) needs (a)); each part's
 Markdown is printed (and the file rewritten) as soon as it is done, and a part that fails
-prints its error while the others still run.
+prints its error while the others still run. All parts run in one process: a figure of host
+memory (RSS above the start of a merge) leaves out heap memory that earlier merges freed
+and this one reused, so compare such figures only between runs of the same parts in the
+same order.
 
 Needs open_clip, hydra-core and omegaconf (carried as wheels where the machine lacks them).
 
@@ -80,7 +83,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from merge_methods import FULL_SVD, read_floor  # noqa: E402
+from merge_methods import FAILED, FULL_SVD, read_floor  # noqa: E402
 
 from evaluation.checkpoints import LazySafetensors  # noqa: E402
 from evaluation.clip import datasets as clip_data  # noqa: E402
@@ -423,18 +426,21 @@ def spectral_before_after(
     for name in SPECTRAL:
         log(f"(d) one block, before / after: {name}")
         exact = {k: FULL_SVD[name]([tv[k].double() for tv in tvs]).float().cpu() for k in shapes}
-        before, after = [], []
+        before, after, failed = [], [], ""
         for _ in range(repeats):
+            FAILED.clear()
             synchronize(device)
             start = time.perf_counter()
             old = {k: FULL_SVD[name]([tv[k] for tv in tvs]).cpu() for k in shapes}
             before.append(time.perf_counter() - start)
+            if FAILED:
+                failed = f" (before: float32 SVD of {FAILED[0]} failed, redone in float64)"
             start = time.perf_counter()
             new = merge(name, tvs, device=device)
             after.append(time.perf_counter() - start)
         b, a = statistics.median(before), statistics.median(after)
         diffs = [relative_diff(new, old), relative_diff(old, exact), relative_diff(new, exact)]
-        rows.append(f"| {name} | {b:.2f} | {a:.2f} | {b / a:.1f}x | "
+        rows.append(f"| {name}{failed} | {b:.2f} | {a:.2f} | {b / a:.1f}x | "
                     + " | ".join(f"{d:.1e}" for d in diffs) + " |")  # fmt: skip
     return rows
 

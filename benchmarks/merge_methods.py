@@ -157,24 +157,28 @@ def run_one(name: str, files: list[str], warm: bool = False, experts: bool = Fal
 
     if warm:
         run()
-    peak, base, done = [0], rss_anon(), threading.Event()
+    peak, base, done, sampler_cpu = [0], rss_anon(), threading.Event(), [0.0]
 
     def sample() -> None:
+        start = time.thread_time()
         while not done.is_set():
             peak[0] = max(peak[0], rss_anon())
             time.sleep(0.005)
+        sampler_cpu[0] = time.thread_time() - start
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    start, cpu = time.perf_counter(), time.thread_time()
+    start = time.perf_counter()
     run()
-    wall, cpu = time.perf_counter() - start, time.thread_time() - cpu
+    wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     done.set()
     sampler.join()
     peak[0] = max(peak[0], rss_anon())
     faults, system = after.ru_minflt - usage.ru_minflt, after.ru_stime - usage.ru_stime
+    # every thread of the process (torch's, the merge's block workers) but the sampler
+    cpu = after.ru_utime + system - usage.ru_utime - sampler_cpu[0]
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak": peak[0], "base": base,
                       "faults": faults, "system_s": system}))  # fmt: skip
 

@@ -17,7 +17,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import torch
@@ -287,30 +287,39 @@ def parallel_blocks(
     ``w`` takes one contiguous run of the blocks. ``work`` must write only block ``b`` of its
     outputs, with worker ``w``'s own buffers; then the results do not depend on the split.
     numpy's ufuncs release the GIL, so numpy work runs on as many cores (torch's CPU kernels
-    already use its threads within each op). Called from one of its own workers, it runs
-    there, block by block. The first error of a worker is raised."""
+    already use its threads within each op). Called from one of its own workers ``w``, it
+    runs there, block by block, as worker ``w``. Once every worker has stopped, the error of
+    the lowest-numbered worker that failed, if any, is raised."""
     spans = list(blocks(n, size))
     workers = min(threads or torch.get_num_threads(), len(spans))
-    if workers <= 1 or threading.current_thread().name.startswith(_POOL_NAME):
+    inside = getattr(_worker, "index", None)
+    if workers <= 1 or inside is not None:
         for b in spans:
-            work(b, 0)
+            work(b, 0 if inside is None else inside)
         return
 
     def run(w: int) -> None:
-        for b in spans[w * len(spans) // workers : (w + 1) * len(spans) // workers]:
-            work(b, w)
+        _worker.index = w
+        try:
+            for b in spans[w * len(spans) // workers : (w + 1) * len(spans) // workers]:
+                work(b, w)
+        finally:
+            _worker.index = None
 
-    list(_pool(workers, os.getpid()).map(run, range(workers)))
+    futures = [_pool(workers, os.getpid()).submit(run, w) for w in range(workers)]
+    wait(futures)
+    for future in futures:
+        future.result()
 
 
-_POOL_NAME = "mergelab-blocks"
+_worker = threading.local()  # .index: the parallel_blocks worker this thread is running
 
 
 @functools.cache
 def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
     """One thread pool per size and process (a forked child has none of its parent's
     threads, so it starts its own), kept for the process."""
-    return ThreadPoolExecutor(workers, thread_name_prefix=_POOL_NAME)
+    return ThreadPoolExecutor(workers, thread_name_prefix="mergelab-blocks")
 
 
 class Scratch:

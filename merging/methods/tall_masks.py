@@ -108,8 +108,8 @@ class TallMaskRule:
         """Each task ``t``'s mask on each block ``b`` written into ``into(t, b, w)`` (``w``:
         the worker), then ``then(b, mask)``. numpy's blocks are spread over torch's thread
         count (:func:`parallel_blocks`; the vote count 0.70 ns per (task, value) on one
-        thread, 0.45-0.53 on two, 20 tasks, medians of 6, here); torch's blocks run on one
-        thread (its ops use its own)."""
+        thread, 0.53 on two, 20 tasks, medians of 6 interleaved rounds, here); torch's
+        blocks run on one thread (its ops use its own)."""
         array, sub, mul, absolute, cmp, scalar = self._kernels(taus, mtl)
         flat_mtl, flat = array(mtl.reshape(-1)), [array(x.reshape(-1)) for x in taus]
 

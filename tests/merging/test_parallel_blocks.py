@@ -34,29 +34,33 @@ def test_every_block_once_in_contiguous_runs(threads: int) -> None:
         assert {name for _, _, name in seen} == {threading.current_thread().name}
 
 
-def test_a_worker_error_is_raised() -> None:
+def test_a_worker_error_is_raised_once_every_worker_stopped() -> None:
+    done: list[int] = []
+
     def work(b: slice, w: int) -> None:
-        if w == 1:
+        if w == 0:
             raise ValueError("block failed")
+        time.sleep(0.05)  # worker 1 still running when worker 0 fails
+        done.append(b.start)
 
     with pytest.raises(ValueError, match="block failed"):
         parallel_blocks(4 * 4096, work, 2, size=4096)
+    assert done == [2 * 4096, 3 * 4096]  # finished before the error came back
 
 
-def test_called_from_a_worker_it_runs_there() -> None:
-    inner: list[tuple[int, str]] = []
+def test_called_from_a_worker_it_runs_there_as_that_worker() -> None:
+    inner: list[tuple[int, int, str]] = []
     lock = threading.Lock()
 
-    def inner_work(b: slice, w: int) -> None:
-        with lock:
-            inner.append((w, threading.current_thread().name))
-
     def work(b: slice, w: int) -> None:
+        def inner_work(c: slice, v: int) -> None:
+            with lock:
+                inner.append((w, v, threading.current_thread().name))
+
         parallel_blocks(2 * 4096, inner_work, 2, size=4096)  # would wait on a busy pool
 
     parallel_blocks(2 * 4096, work, 2, size=4096)
-    assert len(inner) == 4
-    assert {w for w, _ in inner} == {0}  # block by block in the calling worker
+    assert sorted((w, v) for w, v, _ in inner) == [(0, 0), (0, 0), (1, 1), (1, 1)]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -65,9 +69,13 @@ def test_a_forked_child_gets_its_own_pool() -> None:
     parallel_blocks(4 * 4096, lambda b, w: time.sleep(0.05), 2, size=4096)
     pid = os.fork()
     if pid == 0:  # the child: the parent's pool threads do not exist here
-        signal.alarm(20)  # a child left waiting on them would hang the suite
-        done: list[slice] = []
-        parallel_blocks(4 * 4096, lambda b, w: done.append(b), 2, size=4096)
-        os._exit(0 if len(done) == 4 else 1)
+        status = 1
+        try:
+            signal.alarm(20)  # a child left waiting on them would hang the suite
+            done: list[slice] = []
+            parallel_blocks(4 * 4096, lambda b, w: done.append(b), 2, size=4096)
+            status = 0 if len(done) == 4 else 1
+        finally:
+            os._exit(status)  # never back into pytest
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
