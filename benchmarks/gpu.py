@@ -87,7 +87,7 @@ from merge_methods import FAILED, FULL_SVD, read_floor  # noqa: E402
 
 from evaluation.checkpoints import LazySafetensors  # noqa: E402
 from evaluation.clip import datasets as clip_data  # noqa: E402
-from evaluation.clip.evaluator import ImageEvaluator  # noqa: E402
+from evaluation.clip.evaluator import ImageEvaluator, default_input_cache_bytes  # noqa: E402
 from evaluation.clip.heads import ClassificationHead  # noqa: E402
 from evaluation.clip.model import normalise  # noqa: E402
 from evaluation.clip.tasks import dataset_spec  # noqa: E402
@@ -208,6 +208,10 @@ def cached_split(root: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Ten
     return clip_data.load_split(task, "test", root / "cache", size)
 
 
+TIERS = ("floats kept", "uint8 kept", "streamed")
+"""The evaluator's input tiers (:mod:`evaluation.clip.evaluator`), each timed in (a)."""
+
+
 @torch.no_grad()
 def throughput(
     config: dict[str, Any],
@@ -217,32 +221,48 @@ def throughput(
     device: str,
     repeats: int,
 ) -> dict[str, float]:
-    """Images per second at ``batch``: ``evaluator`` (ImageEvaluator.accuracy over the cached
-    split), ``forward`` (the encoder alone on one normalised batch on the device, as many
-    batches as the split holds) and ``data`` (uint8 batches to the device, normalised)."""
+    """Images per second at ``batch``: ImageEvaluator.accuracy over the cached split with
+    each input tier of :data:`TIERS` (its ``input_cache_bytes`` set so that the split's
+    floats fit, only its uint8 images fit, or nothing does; on the CPU the uint8 tier is
+    the streamed one), ``forward`` (the encoder alone on one normalised batch on the
+    device, as many batches as the split holds) and ``data`` (uint8 batches to the device,
+    normalised)."""
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
     preprocess = functools.partial(normalise, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
     encoder = clip_visual(config, device)
     state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
     weight = torch.nn.functional.normalize(torch.randn(10, config["embed_dim"]), dim=-1)
-    evaluator = ImageEvaluator(
-        encoder, state, {"MNIST": ClassificationHead(weight, 100.0)},
-        {("MNIST", "test"): (images, labels)}, preprocess, batch_size=batch, device=device,
-    )  # fmt: skip
-    evaluator.load(None)
+    n = len(labels)
+    budgets = dict(zip(TIERS, (1 << 62, images.nbytes, 0), strict=True))
+    evaluators = {
+        tier: ImageEvaluator(
+            encoder,
+            state,
+            {"MNIST": ClassificationHead(weight, 100.0)},
+            {("MNIST", "test"): (images, labels)},
+            preprocess,
+            batch_size=batch,
+            device=device,
+            input_cache_bytes=budget,
+        )  # fmt: skip
+        for tier, budget in budgets.items()
+    }
+    evaluators[TIERS[0]].load(None)  # the encoder they share
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.startswith("cuda")
         else contextlib.nullcontext()
     )
-    n = len(labels)
     x = preprocess(images[:batch].to(device))
     batches = math.ceil(n / batch)
 
-    def evaluate() -> int:
-        evaluator.accuracy("MNIST", "test")
-        return n
+    def evaluate(tier: str) -> Callable[[], int]:
+        def run() -> int:
+            evaluators[tier].accuracy("MNIST", "test")
+            return n
+
+        return run
 
     def forward() -> int:
         for _ in range(batches):
@@ -255,11 +275,9 @@ def throughput(
             preprocess(images[start : start + batch].to(device))
         return n
 
-    return {
-        "evaluator": best_rate(evaluate, repeats, device),
-        "forward": best_rate(forward, repeats, device),
-        "data": best_rate(data, repeats, device),
-    }
+    rates = {tier: best_rate(evaluate(tier), repeats, device) for tier in TIERS}
+    return {**rates, "forward": best_rate(forward, repeats, device),
+            "data": best_rate(data, repeats, device)}  # fmt: skip
 
 
 def throughput_table(
@@ -268,9 +286,9 @@ def throughput_table(
     batches: Sequence[int],
     device: str,
     repeats: int,
-    rates: dict[int, float],
+    rates: dict[int, dict[str, float]],
 ) -> list[str]:
-    """Markdown lines of part (a); ``rates[batch]`` gets the evaluator's images/s."""
+    """Markdown lines of part (a); ``rates[batch]`` gets the evaluator's images/s per tier."""
     size = config["vision_cfg"]["image_size"]
     log(f"(a) caching {n} images")
     lines = [
@@ -278,20 +296,29 @@ def throughput_table(
         "",
         f"{n} cached uint8 {size} px images (memory-mapped, page cache warm), "
         f"{'bf16 autocast' if device.startswith('cuda') else 'float32'}, best of {repeats} "
-        "passes after a warm-up pass.",
+        "passes after a warm-up pass (which builds what the tier keeps). Evaluator tiers "
+        "(`evaluation/clip/evaluator.py`): the split's floats kept on the device, its uint8 "
+        "images kept there and normalised per batch, or each batch copied from the host "
+        "(pinned, not waited for, on CUDA)."
+        + (" On the CPU nothing is kept as uint8: that column is the streamed path."
+           if device == "cpu" else ""),
         "",
-        "| batch | evaluator (img/s) | forward only: floor (img/s) | data only: uint8 to "
-        "device + normalise (img/s) | evaluator / floor time |",
-        "|---|---|---|---|---|",
-    ]
+        "| batch | " + " | ".join(f"evaluator, {t} (img/s)" for t in TIERS)
+        + " | forward only: floor (img/s) | data only: uint8 to device + normalise, pageable "
+        "(img/s) | " + " | ".join(f"{t} / floor time" for t in TIERS) + " |",
+        "|---|" + "---|" * (2 * len(TIERS) + 2),
+    ]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mergelab-gpu-data-") as tmp:
         images, labels = cached_split(Path(tmp), n, size)
         for batch in batches:
             log(f"(a) batch {batch}")
             r = throughput(config, images, labels, batch, device, repeats)
-            rates[batch] = r["evaluator"]
-            lines.append(f"| {batch} | {r['evaluator']:,.0f} | {r['forward']:,.0f} | "
-                         f"{r['data']:,.0f} | {r['forward'] / r['evaluator']:.2f}x |")  # fmt: skip
+            rates[batch] = {t: r[t] for t in TIERS}
+            lines.append(
+                f"| {batch} | " + " | ".join(f"{r[t]:,.0f}" for t in TIERS)
+                + f" | {r['forward']:,.0f} | {r['data']:,.0f} | "
+                + " | ".join(f"{r['forward'] / r[t]:.2f}x" for t in TIERS) + " |"
+            )  # fmt: skip
         del images, labels
     return lines
 
@@ -534,14 +561,16 @@ def split_sizes(tasks: Sequence[str]) -> tuple[int, int]:
     return val, sum(SPLIT_SIZES[t][1] for t in tasks)
 
 
-def projection(rates: dict[int, float]) -> list[str]:
-    """Markdown lines of part (c) from ``rates`` (evaluator images/s per batch size)."""
+def projection(rates: dict[int, dict[str, float]], device: str) -> list[str]:
+    """Markdown lines of part (c) from ``rates`` (evaluator images/s per batch size and
+    input tier)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from evaluation.protocol import Method
 
-    rows, total_images, batch = [], 0, None
+    rows, total_images, batch, fit = [], 0, None, []
+    budget = default_input_cache_bytes(device)
     for name in TABLE:
         cfg = composed(name)
         batch = int(cfg.eval.batch_size)
@@ -557,10 +586,16 @@ def projection(rates: dict[int, float]) -> list[str]:
         grid = ", ".join(f"{k} {p}" for k, p in points.items())
         rows.append(f"| {name} | {len(tasks)} | {val:,} | {test:,} | {sum(points.values())} "
                     f"({grid}) | {images:,} |")  # fmt: skip
+        floats = val * 3 * 224 * 224 * 4
+        fits = "fits" if floats <= budget else "does not fit"
+        fit.append(f"{name} {floats / GB:.1f} GB ({fits})")
     if batch not in rates:
         raise KeyError(f"eval.batch_size={batch} of the preset has no throughput from (a)")
-    rate = rates[batch]
-    seconds = total_images / rate
+    times = [
+        f"{tier}: {total_images:,} images / {rates[batch][tier]:,.0f} img/s = "
+        f"**{total_images / rates[batch][tier] / 60:.1f} min**"
+        for tier in TIERS
+    ]
     lines = [
         f"## (c) Projected evaluation time of the ViT-B/32 {'/'.join(TABLE)} table",
         "",
@@ -575,10 +610,14 @@ def projection(rates: dict[int, float]) -> list[str]:
         "|---|---|---|---|---|---|",
         *rows,
         "",
-        f"time = {total_images:,} images / {rate:,.0f} img/s ((a), evaluator, batch {batch}) "
-        f"= **{seconds:,.0f} s = {seconds / 60:.1f} min** of evaluation; merges, loading the "
-        "experts and zero-shot heads, and caching the data are not included.",
-    ]
+        f"Time at the throughput of (a) (evaluator, batch {batch}), by input tier: "
+        + "; ".join(times) + ". Merges, loading the experts and zero-shot heads, and caching "
+        "the data are not included. The grid points, nearly all the images, score the val "
+        f"splits; their floats (V x 3 x 224 x 224 x 4 bytes): {', '.join(fit)} in the "
+        f"evaluator's default budget on {device} ({budget / GB:.1f} GB"
+        + ("" if device == "cpu" else "; what does not fit as floats is kept as uint8 images "
+           "while those fit") + ").",
+    ]  # fmt: skip
     return lines
 
 
@@ -646,11 +685,11 @@ def main() -> None:
             emit([f"## ({name}) failed", "", f"`{type(err).__name__}: {err}`"])
 
     emit(head)
-    rates: dict[int, float] = {}
+    rates: dict[int, dict[str, float]] = {}
     if "a" in args.parts:
         section("a", lambda: throughput_table(b32, images_n, batches, device, args.repeats, rates))
     if "c" in args.parts:
-        section("c", lambda: projection(rates))
+        section("c", lambda: projection(rates, device))
     dtype = getattr(torch, args.expert_dtype)
     if "d" in args.parts:
         section("d", lambda: spectral_benchmark(

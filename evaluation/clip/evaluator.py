@@ -4,9 +4,11 @@ scored through frozen zero-shot heads (Ilharco et al., ICLR 2023; Wang et al., I
 Changing alpha never re-merges: the merged task vector ``tau`` is computed once and
 each alpha only rewrites the encoder's weights in place. A split is preprocessed (uint8 ->
 normalised float on the device) once, on its first use, and the float tensor is kept for
-the whole grid while the kept inputs stay within ``input_cache_bytes``; splits beyond it
-are preprocessed batch by batch on every pass (the same values: preprocessing is
-elementwise).
+the whole grid while the kept inputs stay within ``input_cache_bytes``. Off the CPU, a split
+whose floats do not fit keeps its uint8 images on the device instead (4x smaller) and is
+normalised there batch by batch; what fits neither is copied batch by batch, on CUDA from
+pinned memory without waiting, so that copying the next batch overlaps the current forward
+pass. Every tier gives the same values: preprocessing is elementwise.
 """
 
 from __future__ import annotations
@@ -23,10 +25,20 @@ from evaluation.zoo import write_task_vector
 Tensor = torch.Tensor
 
 
+def default_input_cache_bytes(device: str | torch.device) -> int:
+    """Bytes of input an :class:`ImageEvaluator` keeps on ``device`` by default: a quarter
+    of the memory of a CUDA device, else 1 GiB."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 4
+    return 1 << 30
+
+
 class ImageEvaluator:
     """Scores weights of one image encoder with frozen per-task heads on cached splits
-    (the :class:`evaluation.zoo.Evaluator` protocol). ``input_cache_bytes``: how much
-    preprocessed input (float, on ``device``) is kept across grid points (module docstring)."""
+    (the :class:`evaluation.zoo.Evaluator` protocol). ``input_cache_bytes``: how much input
+    is kept on ``device`` across grid points (module docstring); default
+    :func:`default_input_cache_bytes`."""
 
     def __init__(
         self,
@@ -37,7 +49,7 @@ class ImageEvaluator:
         preprocess: Callable[[Tensor], Tensor],
         batch_size: int = 256,
         device: str = "cpu",
-        input_cache_bytes: int = 1 << 30,
+        input_cache_bytes: int | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.encoder = encoder.to(self.device).eval()
@@ -47,8 +59,12 @@ class ImageEvaluator:
         self.splits = splits
         self.preprocess = preprocess
         self.batch_size = batch_size
+        if input_cache_bytes is None:
+            input_cache_bytes = default_input_cache_bytes(self.device)
         self.input_cache_bytes = input_cache_bytes
-        self._inputs: dict[tuple[str, str], Tensor | None] = {}  # None: over the budget
+        # kept on the device: (inputs, preprocessed?); None: over the budget, streamed
+        self._inputs: dict[tuple[str, str], tuple[Tensor, bool] | None] = {}
+        self._labels: dict[tuple[str, str], Tensor] = {}
         self._params = dict(self.encoder.state_dict(keep_vars=True))
         missing = sorted(set(self.pretrained) ^ set(self._params))
         if missing:
@@ -59,31 +75,49 @@ class ImageEvaluator:
         """Set the encoder to ``theta_0 + alpha * tau`` (``tau=None``: ``theta_0``)."""
         write_task_vector(self._params, self.pretrained, tau, alpha)
 
-    def _cached_inputs(self, task: str, split: str) -> Tensor | None:
-        """The whole split preprocessed on the device, built on first use (batch by batch,
-        so temporaries stay one batch large); ``None`` if it would take the kept inputs
-        over ``input_cache_bytes``."""
+    def _to_device(self, x: Tensor) -> Tensor:
+        """``x`` on the device; from the CPU to CUDA through pinned memory, without waiting
+        for the copy (later work on the stream is ordered after it)."""
+        if self.device.type == "cuda" and x.device.type == "cpu":
+            return x.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device)
+
+    def _keeps_raw(self) -> bool:
+        """Whether a split whose floats do not fit may keep its uint8 images on the device
+        (off the CPU only: on the CPU they are in memory already)."""
+        return self.device.type != "cpu"
+
+    def _kept_inputs(self, task: str, split: str) -> tuple[Tensor, bool] | None:
+        """The split kept on the device, built on first use: ``(floats, True)``, the split
+        preprocessed (batch by batch, so temporaries stay one batch large), if it fits in
+        what ``input_cache_bytes`` has left; else ``(uint8 images, False)`` if those fit and
+        :meth:`_keeps_raw`; else ``None``."""
         if (task, split) not in self._inputs:
             images = self.splits[task, split][0]
-            inputs = None
+            kept = None
             if len(images):
-                first = self.preprocess(images[:1].to(self.device))
-                need = first.nbytes * len(images)
-                used = sum(x.nbytes for x in self._inputs.values() if x is not None)
-                if used + need <= self.input_cache_bytes:
+                first = self.preprocess(self._to_device(images[:1]))
+                used = sum(x.nbytes for x, _ in filter(None, self._inputs.values()))
+                left = self.input_cache_bytes - used
+                if first.nbytes * len(images) <= left:
                     inputs = first.new_empty(len(images), *first.shape[1:])
-            if inputs is not None:
-                for start in range(0, len(images), self.batch_size):
-                    stop = start + self.batch_size
-                    inputs[start:stop] = self.preprocess(images[start:stop].to(self.device))
-            self._inputs[task, split] = inputs
+                    for start in range(0, len(images), self.batch_size):
+                        stop = start + self.batch_size
+                        inputs[start:stop] = self.preprocess(self._to_device(images[start:stop]))
+                    kept = (inputs, True)
+                elif self._keeps_raw() and images.nbytes <= left:
+                    kept = (images.to(self.device), False)
+            self._inputs[task, split] = kept
         return self._inputs[task, split]
 
     @torch.inference_mode()
     def accuracy(self, task: str, split: str) -> float:
         """Top-1 accuracy (%) of the currently loaded weights on ``task``'s ``split``."""
         images, labels = self.splits[task, split]
-        inputs = self._cached_inputs(task, split)
+        kept = self._kept_inputs(task, split)
+        if (task, split) not in self._labels:
+            self._labels[task, split] = labels.to(self.device)
+        targets = self._labels[task, split]
         head = self.heads[task]
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
@@ -93,11 +127,13 @@ class ImageEvaluator:
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         for start in range(0, len(labels), self.batch_size):
             stop = start + self.batch_size
-            if inputs is not None:
-                x = inputs[start:stop]
+            if kept is None:
+                x = self.preprocess(self._to_device(images[start:stop]))
+            elif kept[1]:
+                x = kept[0][start:stop]
             else:
-                x = self.preprocess(images[start:stop].to(self.device))
+                x = self.preprocess(kept[0][start:stop])
             with autocast:
                 logits = head(self.encoder(x).float())
-            correct += (logits.argmax(-1) == labels[start:stop].to(self.device)).sum()
+            correct += (logits.argmax(-1) == targets[start:stop]).sum()
         return 100.0 * correct.item() / max(len(labels), 1)

@@ -28,7 +28,9 @@ class TinyEncoder(nn.Module):
         return self.proj(self.conv(x).flatten(1))
 
 
-def make(input_cache_bytes: int, batch_size: int = 5) -> tuple[ImageEvaluator, dict]:
+def make(
+    input_cache_bytes: int, batch_size: int = 5, device: str = "cpu"
+) -> tuple[ImageEvaluator, dict]:
     torch.manual_seed(0)
     encoder = TinyEncoder()
     pretrained = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
@@ -53,6 +55,7 @@ def make(input_cache_bytes: int, batch_size: int = 5) -> tuple[ImageEvaluator, d
         splits,
         preprocess,
         batch_size,
+        device,
         input_cache_bytes=input_cache_bytes,
     )
     tau = {
@@ -83,16 +86,59 @@ def test_write_task_vector_refuses_a_tau_of_another_shape() -> None:
     assert params["w"].shape == (3, 2)
 
 
-@pytest.mark.parametrize("budget", [0, 13 * 3 * 8 * 8 * 4])  # none kept / only task a's val
+def scores(evaluator: ImageEvaluator, tau: dict) -> list[float]:
+    out = []
+    for alpha in (None, 0.3, 1.0):
+        evaluator.load(None if alpha is None else tau, alpha or 1.0)
+        out += [evaluator.accuracy(t, s) for t in ("a", "b") for s in ("val", "test")]
+    return out
+
+
+def kept_bytes(evaluator: ImageEvaluator) -> int:
+    return sum(x.nbytes for x, _ in filter(None, evaluator._inputs.values()))
+
+
+FLOATS_A_VAL = 13 * 3 * 8 * 8 * 4  # task a's val split preprocessed
+RAW_ALL = 2 * (13 + 7) * 3 * 8 * 8  # every split's uint8 images
+
+
+@pytest.mark.parametrize("budget", [0, FLOATS_A_VAL])  # none kept / only task a's val
 def test_kept_inputs_give_the_same_scores_as_preprocessing_per_batch(budget: int) -> None:
     kept, tau = make(1 << 30)
     limited, _ = make(budget)
-    for alpha in (None, 0.3, 1.0):
-        for evaluator in (kept, limited):
-            evaluator.load(None if alpha is None else tau, alpha or 1.0)
-        for task in ("a", "b"):
-            for split in ("val", "test"):
-                assert kept.accuracy(task, split) == limited.accuracy(task, split)
-    assert all(x is not None for x in kept._inputs.values())
-    held = sum(x.nbytes for x in limited._inputs.values() if x is not None)
-    assert held <= budget
+    assert scores(kept, tau) == scores(limited, tau)
+    assert all(x is not None and x[1] for x in kept._inputs.values())
+    assert kept_bytes(limited) <= budget
+
+
+def test_kept_uint8_images_give_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off the CPU, splits whose floats do not fit keep their uint8 images (forced here on
+    the CPU): the same scores, within the budget."""
+    monkeypatch.setattr(ImageEvaluator, "_keeps_raw", lambda self: True)
+    kept, tau = make(1 << 30)
+    raw, _ = make(RAW_ALL)  # no split's floats fit, every split's images do
+    mixed, _ = make(FLOATS_A_VAL + 13 * 192)  # in order of use: a's val floats, a's test images
+    assert scores(raw, tau) == scores(kept, tau) == scores(mixed, tau)
+    assert all(x is not None and not x[1] for x in raw._inputs.values())
+    tiers = {key: x and x[1] for key, x in mixed._inputs.items()}
+    assert tiers == {("a", "val"): True, ("a", "test"): False, ("b", "val"): None,
+                     ("b", "test"): None}  # fmt: skip
+    assert kept_bytes(raw) <= RAW_ALL and kept_bytes(mixed) <= FLOATS_A_VAL + 13 * 192
+
+
+def test_the_default_budget_is_1_gib_on_the_cpu() -> None:
+    evaluator, _ = make(None)
+    assert evaluator.input_cache_bytes == 1 << 30
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_every_tier_gives_the_same_scores_on_cuda() -> None:
+    """Floats kept, uint8 images kept, or streamed from pinned memory (the copies not
+    waited for): the same scores on the device."""
+    kept, tau = make(1 << 30, device="cuda")
+    raw, _ = make(RAW_ALL, device="cuda")
+    streamed, _ = make(0, device="cuda")
+    assert scores(kept, tau) == scores(raw, tau) == scores(streamed, tau)
+    assert all(x is not None and not x[1] for x in raw._inputs.values())
+    assert all(x is None for x in streamed._inputs.values())
+    assert make(None, device="cuda")[0].input_cache_bytes > 1 << 30
