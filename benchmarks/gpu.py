@@ -25,9 +25,11 @@ Needs open_clip, hydra-core and omegaconf (carried as wheels where the machine l
 checksums in the directory's manifest) and read back by its ``load_split``, memory-mapped;
 a randomly initialised open_clip ViT-B/32 image encoder (nothing is downloaded) scores them
 through the CLIP zoos' :class:`evaluation.clip.evaluator.ImageEvaluator` (bf16 autocast on
-CUDA, float32 on CPU). Floors at the same batch size: the encoder's forward pass alone on
-one batch already normalised on the device, and the data path alone (uint8 batch to the
-device and normalised). Best of ``--repeats`` passes after a warm-up pass.
+CUDA, float32 on CPU), twice: with the split kept on the device (floats on the CPU, uint8
+images elsewhere) and copied batch by batch (``input_cache_bytes=0``). Floors at the same
+batch size: the encoder's forward pass alone on one batch already normalised on the device,
+and the data path alone (uint8 batch to the device, pageable, and normalised). Best of
+``--repeats`` passes after a warm-up pass.
 
 (b) ``--experts`` task vectors shaped like open_clip's ViT-L-14 ``visual`` state (303.97M
 float entries, 1.22 GB per file in float32) are drawn on the device and saved as
@@ -43,11 +45,12 @@ RSS above the RSS at the start (:class:`evaluation.resources.Measured`); peak de
 
 (c) The preset composed with Hydra for benchmark=tall8, tall14 and tall20: every method's
 grid points ``P_m = |search grid| x |alphas|`` (:class:`evaluation.protocol.Method`), the
-protocol scoring every point on every task's val split and the chosen point(s) once on
-each task's test split, so ``images = sum_m (P_m * V + T)`` with ``V``, ``T`` the summed val
-and test sizes (val: mergelab's split of the published train size,
-:func:`evaluation.splits.train_val_indices`), and ``time = images / throughput`` at the
-config's ``eval.batch_size``. Merging time and loading the experts are not included.
+protocol scoring every point on every task's val split and each method's chosen point once
+on each task's test split (val: mergelab's split of the published train size,
+:func:`evaluation.splits.train_val_indices`). Which splits the evaluator keeps follows its
+rule with its default budget on the device (:func:`kept_images`, splits in order of first
+use); ``time = kept images / kept rate + streamed images / streamed rate`` at the config's
+``eval.batch_size``. Merging time and loading the experts are not included.
 
 (d) ``--spectral-experts`` task vectors shaped like open_clip's ViT-B-32 ``visual`` state
 (87.85M float32 entries, 351 MB per file), written as in (b). Each of ``merging.merge(name,
@@ -208,8 +211,9 @@ def cached_split(root: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Ten
     return clip_data.load_split(task, "test", root / "cache", size)
 
 
-TIERS = ("floats kept", "uint8 kept", "streamed")
-"""The evaluator's input tiers (:mod:`evaluation.clip.evaluator`), each timed in (a)."""
+TIERS = ("kept", "streamed")
+"""The evaluator's inputs (:mod:`evaluation.clip.evaluator`), each timed in (a): the split
+kept on the device (floats on the CPU, uint8 images elsewhere) or copied batch by batch."""
 
 
 @torch.no_grad()
@@ -222,11 +226,9 @@ def throughput(
     repeats: int,
 ) -> dict[str, float]:
     """Images per second at ``batch``: ImageEvaluator.accuracy over the cached split with
-    each input tier of :data:`TIERS` (its ``input_cache_bytes`` set so that the split's
-    floats fit, only its uint8 images fit, or nothing does; on the CPU the uint8 tier is
-    the streamed one), ``forward`` (the encoder alone on one normalised batch on the
-    device, as many batches as the split holds) and ``data`` (uint8 batches to the device,
-    normalised)."""
+    each input form of :data:`TIERS` (its ``input_cache_bytes`` set so that the split fits,
+    or 0), ``forward`` (the encoder alone on one normalised batch on the device, as many
+    batches as the split holds) and ``data`` (uint8 batches to the device, normalised)."""
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
     preprocess = functools.partial(normalise, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
@@ -234,7 +236,7 @@ def throughput(
     state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
     weight = torch.nn.functional.normalize(torch.randn(10, config["embed_dim"]), dim=-1)
     n = len(labels)
-    budgets = dict(zip(TIERS, (1 << 62, images.nbytes, 0), strict=True))
+    budgets = dict(zip(TIERS, (1 << 62, 0), strict=True))
     evaluators = {
         tier: ImageEvaluator(
             encoder,
@@ -296,12 +298,10 @@ def throughput_table(
         "",
         f"{n} cached uint8 {size} px images (memory-mapped, page cache warm), "
         f"{'bf16 autocast' if device.startswith('cuda') else 'float32'}, best of {repeats} "
-        "passes after a warm-up pass (which builds what the tier keeps). Evaluator tiers "
-        "(`evaluation/clip/evaluator.py`): the split's floats kept on the device, its uint8 "
-        "images kept there and normalised per batch, or each batch copied from the host "
-        "(pinned, not waited for, on CUDA)."
-        + (" On the CPU nothing is kept as uint8: that column is the streamed path."
-           if device == "cpu" else ""),
+        "passes after a warm-up pass (which builds what is kept). The evaluator "
+        "(`evaluation/clip/evaluator.py`) with the split kept on the device (floats on the "
+        "CPU, uint8 images normalised per batch elsewhere) or copied batch by batch (on CUDA "
+        "from pinned memory, the host not waiting for the copy).",
         "",
         "| batch | " + " | ".join(f"evaluator, {t} (img/s)" for t in TIERS)
         + " | forward only: floor (img/s) | data only: uint8 to device + normalise, pageable "
@@ -561,64 +561,81 @@ def split_sizes(tasks: Sequence[str]) -> tuple[int, int]:
     return val, sum(SPLIT_SIZES[t][1] for t in tasks)
 
 
+def kept_images(sizes: Sequence[int], budget: int, image_bytes: int) -> list[bool]:
+    """Which splits of ``sizes`` (images, in order of first use) the evaluator keeps: each one
+    that fits in what ``budget`` has left (:mod:`evaluation.clip.evaluator`)."""
+    kept, left = [], budget
+    for n in sizes:
+        kept.append(n * image_bytes <= left)
+        left -= n * image_bytes if kept[-1] else 0
+    return kept
+
+
 def projection(rates: dict[int, dict[str, float]], device: str) -> list[str]:
     """Markdown lines of part (c) from ``rates`` (evaluator images/s per batch size and
-    input tier)."""
+    input form, :data:`TIERS`)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from evaluation.protocol import Method
 
-    rows, total_images, batch, fit = [], 0, None, []
     budget = default_input_cache_bytes(device)
+    image_bytes = 3 * 224 * 224 * (4 if device == "cpu" else 1)  # floats / uint8 (evaluator)
+    rows, batch, total = [], None, {tier: 0 for tier in TIERS}
     for name in TABLE:
         cfg = composed(name)
         batch = int(cfg.eval.batch_size)
         tasks = [t.name for t in instantiate(cfg.benchmark).tasks()]
-        val, test = split_sizes(tasks)
+        split_sizes(tasks)  # names a task without sizes
+        vals = [len(train_val_indices(SPLIT_SIZES[t][0])[1]) for t in tasks]
+        tests = [SPLIT_SIZES[t][1] for t in tasks]
         methods = {
             key: Method.from_config(key, OmegaConf.to_container(cfg.method[key], resolve=True))
             for key in cfg.method
         }
-        points = {key: len(m.grid()) * len(m.alphas) for key, m in methods.items()}
-        images = sum(p * val + test for p in points.values())
-        total_images += images
-        grid = ", ".join(f"{k} {p}" for k, p in points.items())
-        rows.append(f"| {name} | {len(tasks)} | {val:,} | {test:,} | {sum(points.values())} "
-                    f"({grid}) | {images:,} |")  # fmt: skip
-        floats = val * 3 * 224 * 224 * 4
-        fits = "fits" if floats <= budget else "does not fit"
-        fit.append(f"{name} {floats / GB:.1f} GB ({fits})")
+        points = sum(len(m.grid()) * len(m.alphas) for m in methods.values())
+        # first use: every val split (the first grid point), then the test splits
+        kept = kept_images([*vals, *tests], budget, image_bytes)
+        sizes = [n * points for n in vals] + [n * len(methods) for n in tests]
+        scored = {
+            tier: sum(n for n, k in zip(sizes, kept, strict=True) if k == (tier == TIERS[0]))
+            for tier in TIERS
+        }
+        for tier in TIERS:
+            total[tier] += scored[tier]
+        rows.append(f"| {name} | {len(tasks)} | {sum(vals):,} | {sum(tests):,} | {points} | "
+                    f"{sum(k for k in kept[:len(vals)])} / {len(vals)}, "
+                    f"{sum(k for k in kept[len(vals):])} / {len(tests)} | "
+                    + " | ".join(f"{scored[t]:,}" for t in TIERS) + " |")  # fmt: skip
     if batch not in rates:
         raise KeyError(f"eval.batch_size={batch} of the preset has no throughput from (a)")
-    times = [
-        f"{tier}: {total_images:,} images / {rates[batch][tier]:,.0f} img/s = "
-        f"**{total_images / rates[batch][tier] / 60:.1f} min**"
-        for tier in TIERS
-    ]
-    lines = [
+    seconds = sum(total[t] / rates[batch][t] for t in TIERS)
+    every = {t: sum(total.values()) / rates[batch][t] for t in TIERS}
+    form = "floats" if device == "cpu" else "uint8 images"
+    return [
         f"## (c) Projected evaluation time of the ViT-B/32 {'/'.join(TABLE)} table",
         "",
         f"`python -m experiments.run -m +experiment={PRESET} model=clip_vit_b32 "
-        f"benchmark={','.join(TABLE)} device=cuda`: per benchmark, images = sum over methods "
-        "m of (P_m x V + T), P_m = |search grid| x |alphas| (every point scored on every "
-        "val split), V / T = summed val / test images (test scored once per task at the "
-        "chosen point). Val = min(10% of train, 5000) (mergelab's split), train and test "
-        "sizes as published (SPLIT_SIZES in this script).",
+        f"benchmark={','.join(TABLE)} device=cuda`: per benchmark, sum P_m = grid points "
+        "(|search grid| x |alphas| per method m), every point scores every val split, each "
+        "method's chosen point every test split once. Val = min(10% of train, 5000) "
+        "(mergelab's split), train and test sizes as published (SPLIT_SIZES in this script). "
+        f"Kept splits: the evaluator's rule with its default budget on {device} "
+        f"({budget / GB:.1f} GB of {form}, {image_bytes:,} bytes per image), splits taken in "
+        "order of first use (the val splits, then the test splits).",
         "",
-        "| benchmark | tasks | V | T | sum P_m (per method) | images |",
-        "|---|---|---|---|---|---|",
+        "| benchmark | tasks | V | T | sum P_m | val / test splits kept | "
+        + " | ".join(f"images scored {t}" for t in TIERS) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(TIERS),
         *rows,
         "",
-        f"Time at the throughput of (a) (evaluator, batch {batch}), by input tier: "
-        + "; ".join(times) + ". Merges, loading the experts and zero-shot heads, and caching "
-        "the data are not included. The grid points, nearly all the images, score the val "
-        f"splits; their floats (V x 3 x 224 x 224 x 4 bytes): {', '.join(fit)} in the "
-        f"evaluator's default budget on {device} ({budget / GB:.1f} GB"
-        + ("" if device == "cpu" else "; what does not fit as floats is kept as uint8 images "
-           "while those fit") + ").",
+        "time = " + " + ".join(f"{total[t]:,} / {rates[batch][t]:,.0f} img/s ({t})"
+                                for t in TIERS)
+        + f" ((a), evaluator, batch {batch}) = **{seconds / 60:.1f} min** of evaluation ("
+        + "; ".join(f"everything {t}: {every[t] / 60:.1f} min" for t in TIERS)
+        + "); merges, loading the experts and zero-shot heads, and caching the data are "
+        "not included.",
     ]  # fmt: skip
-    return lines
 
 
 # ---- main ------------------------------------------------------------------------------------

@@ -38,12 +38,14 @@ def check_regime(zoo: object, regime: str, where: str, hint: str | None = None) 
 
 @dataclass(frozen=True)
 class Env:
-    """Where and how a run computes: cache root, device (``cpu``, ``cuda``, ``cuda:N``) and
-    whether progress bars are shown."""
+    """Where and how a run computes: cache root, device (``cpu``, ``cuda``, ``cuda:N``),
+    whether progress bars are shown, and how many bytes of input an evaluator keeps on the
+    device (``None``: its default)."""
 
     cache_dir: Path
     device: str = "cpu"
     progress: bool = False
+    input_cache_bytes: int | None = None
 
 
 @torch.no_grad()

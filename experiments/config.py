@@ -14,6 +14,7 @@ Range checks stay with the code that uses the values.
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ class ProtocolConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = 256
+    input_cache_gb: float | None = None
 
 
 @dataclass
@@ -130,3 +132,19 @@ def register_schemas() -> None:
     for key, node in {**CORE_SCHEMAS, **family_schemas()}.items():
         group, name = key.rsplit("/", 1)
         cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+def input_cache_bytes(cfg: Any) -> int | None:
+    """``eval.input_cache_gb`` (GB, 1e9 bytes) in bytes: how much input each image evaluator
+    keeps on its device (``None``, unset: its default,
+    :func:`evaluation.clip.evaluator.default_input_cache_bytes`). ``ValueError`` naming the
+    key unless it is a finite number >= 0."""
+    gb = (cfg.get("eval") or {}).get("input_cache_gb")
+    if gb is None:
+        return None
+    if isinstance(gb, bool) or not isinstance(gb, int | float) or not math.isfinite(gb) or gb < 0:
+        raise ValueError(
+            f"eval.input_cache_gb must be a number of GB >= 0 (0: nothing kept) or null (the "
+            f"evaluator's default), got {gb!r}"
+        )
+    return int(gb * 1e9)

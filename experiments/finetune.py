@@ -16,6 +16,7 @@ beside it with the expert's val and test accuracy, the denominators of normalise
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -194,7 +195,8 @@ def finetune(cfg: DictConfig, logger: NullLogger | None = None) -> dict[str, Any
     )  # fmt: skip
 
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    evaluator = clip.evaluator(state, benchmark, [task], int(cfg.eval.batch_size), env)
+    once = dataclasses.replace(env, input_cache_bytes=0)  # each split is scored once
+    evaluator = clip.evaluator(state, benchmark, [task], int(cfg.eval.batch_size), once)
     record = {
         "task": task.name, "arch": zoo.arch, "pretrained": clip.weights_id, "steps": steps,
         "train_size": len(data), "val_accuracy": evaluator.accuracy(task.name, "val"),

@@ -49,7 +49,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evaluation.cache import atomic_write_text, cache_root, json_digest
 from evaluation.results import AVERAGE, Row, rows_frame, write_rows
-from experiments.config import register_schemas
+from experiments.config import input_cache_bytes, register_schemas
 from experiments.loggers import NullLogger
 from experiments.pipelines import Pipeline
 from experiments.rundirs import release
@@ -306,7 +306,7 @@ def main(cfg: DictConfig) -> float | None:
         from evaluation.zoo import Env
         from experiments.context import RunContext
 
-        env = Env(cache_root(cfg.cache_dir), devices[0], bool(cfg.progress))
+        env = Env(cache_root(cfg.cache_dir), devices[0], bool(cfg.progress), input_cache_bytes(cfg))
         logger = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, name=name,
                                                          config=config)  # fmt: skip
         ctx = RunContext(name=name, run_dir=run_dir, logger=logger, env=env, finished=finished)

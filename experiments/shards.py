@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from evaluation.cache import cache_root
 from evaluation.results import Row
 from evaluation.zoo import Env
+from experiments.config import input_cache_bytes
 from experiments.context import RunContext
 from experiments.loggers import NullLogger
 
@@ -81,7 +82,7 @@ def _shard_main(
         if threads:
             torch.set_num_threads(threads)
         cfg = OmegaConf.create({**config, "method": {u: config["method"][u] for u in units}})
-        env = Env(cache_root(cfg.cache_dir), device, bool(cfg.progress))
+        env = Env(cache_root(cfg.cache_dir), device, bool(cfg.progress), input_cache_bytes(cfg))
         ctx = RunContext(name=name, run_dir=Path(run_dir), env=env, finished=finished,
                          logger=ForwardingLogger(channel, shard))  # fmt: skip
         for unit, rows in instantiate(cfg.pipeline).run(cfg, ctx):

@@ -2,13 +2,14 @@
 scored through frozen zero-shot heads (Ilharco et al., ICLR 2023; Wang et al., ICML 2024).
 
 Changing alpha never re-merges: the merged task vector ``tau`` is computed once and
-each alpha only rewrites the encoder's weights in place. A split is preprocessed (uint8 ->
-normalised float on the device) once, on its first use, and the float tensor is kept for
-the whole grid while the kept inputs stay within ``input_cache_bytes``. Off the CPU, a split
-whose floats do not fit keeps its uint8 images on the device instead (4x smaller) and is
-normalised there batch by batch; what fits neither is copied batch by batch, on CUDA from
-pinned memory without waiting, so that copying the next batch overlaps the current forward
-pass. Every tier gives the same values: preprocessing is elementwise.
+each alpha only rewrites the encoder's weights in place. Splits are kept for the whole grid,
+on first use, while the kept inputs stay within ``input_cache_bytes``: on the CPU
+preprocessed (uint8 -> normalised float), off the CPU as their uint8 images (4x smaller;
+normalised on the device batch by batch, cheap next to the forward pass). A split that does
+not fit is copied batch by batch on every pass; on CUDA from pinned memory, so the host reads
+and pins the next batch while the device still computes (the copy itself is on the same
+stream as the forward pass). Every form gives the same values: preprocessing is
+elementwise.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ Tensor = torch.Tensor
 
 
 def default_input_cache_bytes(device: str | torch.device) -> int:
-    """Bytes of input an :class:`ImageEvaluator` keeps on ``device`` by default: a quarter
-    of the memory of a CUDA device, else 1 GiB."""
+    """Bytes of input an :class:`ImageEvaluator` keeps on ``device`` by default: on CUDA an
+    eighth of the device's memory or a quarter of what is free, whichever is smaller (other
+    evaluators, merges and data-based methods may share it); 1 GiB elsewhere."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory // 4
+        free, total = torch.cuda.mem_get_info(device)
+        return min(total // 8, free // 4)
     return 1 << 30
 
 
@@ -76,37 +79,39 @@ class ImageEvaluator:
         write_task_vector(self._params, self.pretrained, tau, alpha)
 
     def _to_device(self, x: Tensor) -> Tensor:
-        """``x`` on the device; from the CPU to CUDA through pinned memory, without waiting
-        for the copy (later work on the stream is ordered after it)."""
+        """``x`` on the device; from the CPU to CUDA through pinned memory, the host not
+        waiting for the copy."""
         if self.device.type == "cuda" and x.device.type == "cpu":
             return x.pin_memory().to(self.device, non_blocking=True)
         return x.to(self.device)
 
-    def _keeps_raw(self) -> bool:
-        """Whether a split whose floats do not fit may keep its uint8 images on the device
-        (off the CPU only: on the CPU they are in memory already)."""
-        return self.device.type != "cpu"
+    def _keeps_floats(self) -> bool:
+        """Whether kept splits are preprocessed floats (on the CPU) or uint8 images."""
+        return self.device.type == "cpu"
 
     def _kept_inputs(self, task: str, split: str) -> tuple[Tensor, bool] | None:
-        """The split kept on the device, built on first use: ``(floats, True)``, the split
-        preprocessed (batch by batch, so temporaries stay one batch large), if it fits in
-        what ``input_cache_bytes`` has left; else ``(uint8 images, False)`` if those fit and
-        :meth:`_keeps_raw`; else ``None``."""
+        """The split kept on the device, built on first use if it fits in what
+        ``input_cache_bytes`` has left: ``(floats, True)`` on the CPU, the split preprocessed
+        (batch by batch, so temporaries stay one batch large); ``(uint8 images, False)``
+        elsewhere (:meth:`_keeps_floats`); ``None`` if it does not fit (or the device runs out
+        of memory)."""
         if (task, split) not in self._inputs:
             images = self.splits[task, split][0]
             kept = None
-            if len(images):
-                first = self.preprocess(self._to_device(images[:1]))
-                used = sum(x.nbytes for x, _ in filter(None, self._inputs.values()))
-                left = self.input_cache_bytes - used
+            used = sum(x.nbytes for x, _ in filter(None, self._inputs.values()))
+            left = self.input_cache_bytes - used
+            if len(images) and not self._keeps_floats():
+                if images.nbytes <= left:
+                    with contextlib.suppress(torch.OutOfMemoryError):
+                        kept = (images.to(self.device), False)
+            elif len(images):
+                first = self.preprocess(images[:1])
                 if first.nbytes * len(images) <= left:
                     inputs = first.new_empty(len(images), *first.shape[1:])
                     for start in range(0, len(images), self.batch_size):
                         stop = start + self.batch_size
-                        inputs[start:stop] = self.preprocess(self._to_device(images[start:stop]))
+                        inputs[start:stop] = self.preprocess(images[start:stop])
                     kept = (inputs, True)
-                elif self._keeps_raw() and images.nbytes <= left:
-                    kept = (images.to(self.device), False)
             self._inputs[task, split] = kept
         return self._inputs[task, split]
 

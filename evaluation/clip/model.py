@@ -98,8 +98,9 @@ class ClipModel:
             for split in EVAL_SPLITS
         }
         evaluator = ImageEvaluator(
-            self.model.visual, pretrained, heads, splits, self.preprocess, batch_size, env.device
-        )
+            self.model.visual, pretrained, heads, splits, self.preprocess, batch_size, env.device,
+            env.input_cache_bytes,
+        )  # fmt: skip
         evaluator.load(None)
         return evaluator
 

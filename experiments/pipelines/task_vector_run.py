@@ -22,6 +22,7 @@ from evaluation.benchmark import Benchmark, Task
 from evaluation.protocol import Method, Scorer, check_labels, evaluate_method, scaling_grid
 from evaluation.results import AVERAGE, Row, hparams_key
 from evaluation.zoo import TaskVectorZoo, check_regime
+from experiments.config import input_cache_bytes
 from experiments.context import RunContext
 from experiments.pipelines.late_options import FROM_TALL_MASKS, FROM_ZOO, LATE_OPTIONS
 from merging import TaskVector, merge, method_spec
@@ -105,6 +106,7 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"benchmark {cfg.benchmark.get('name')!r} is not a benchmark")
     if int(cfg.eval.batch_size) < 1:
         raise ValueError(f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}")
+    input_cache_bytes(cfg)
     for name, values in (cfg.get("protocol") or {}).items():
         scaling_grid(values, f"protocol.{name}")  # before the methods that interpolate it
     num_tasks = len(benchmark.tasks())

@@ -133,6 +133,12 @@ def test_zoo_structure_and_evaluator(built):
     evaluator.load(None)
     assert evaluator.accuracy("digits", "val") == zero_shot
     assert len(evaluator.splits["digits", "val"][1]) == 4  # 10% of the benchmark's 40
+    assert evaluator.input_cache_bytes == 1 << 30  # the default (Env's None)
+    limited = experts.evaluator(tasks(), 16, Env(cache, input_cache_bytes=0))  # eval.input_cache_gb
+    assert limited.input_cache_bytes == 0
+    assert (
+        limited.accuracy("digits", "val") == zero_shot and limited._inputs["digits", "val"] is None
+    )
 
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     assert sz.preprocess(x).dtype == torch.float32
