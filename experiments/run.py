@@ -69,6 +69,7 @@ NOT_IN_UNIT_KEY = (
     "method", "run_name", "progress", "logger", "resume", "cache_dir", "store_dir",
     "objective", "shards", "device",
 )  # fmt: skip  # keys that change no number of a unit (device: keyed by its type)
+EVAL_NOT_IN_UNIT_KEY = ("input_cache_gb",)  # how much input an evaluator keeps: same scores
 GPU_NODES = ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL (Linux)
 register_schemas()
 if not OmegaConf.has_resolver("run_token"):
@@ -155,6 +156,8 @@ def unit_config(
     ``unit`` and those it depends on, without keys that change no number, with the device's
     type (:func:`device_type`)."""
     kept = {k: v for k, v in config.items() if k not in NOT_IN_UNIT_KEY}
+    if isinstance(kept.get("eval"), Mapping):
+        kept["eval"] = {k: v for k, v in kept["eval"].items() if k not in EVAL_NOT_IN_UNIT_KEY}
     methods = {m: config["method"][m] for m in (unit, *depends_on)}
     return {**kept, "device": device_type(device), "method": methods}
 

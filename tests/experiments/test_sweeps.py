@@ -256,3 +256,11 @@ def test_compare_on_a_real_store_draws_the_mask_overlap(warm, tmp_path):
     config["method"] = config["method"]["tall_masks"]
     counts = mask_counts(config, [0.4, 0.4], str(warm / "cache"), "cpu")
     assert len(counts) == 3 and counts.sum() > 0  # weights kept by 0, 1 or 2 tasks
+
+
+def test_a_units_key_ignores_how_much_input_the_evaluator_keeps():
+    config = {"eval": {"batch_size": 8, "input_cache_gb": None}, "method": METHODS}
+    kept = {"eval": {"batch_size": 8, "input_cache_gb": 2.0}, "method": METHODS}
+    other = {"eval": {"batch_size": 16, "input_cache_gb": None}, "method": METHODS}
+    assert unit_key(config, "ta", "cpu", []) == unit_key(kept, "ta", "cpu", [])
+    assert unit_key(config, "ta", "cpu", []) != unit_key(other, "ta", "cpu", [])
