@@ -228,7 +228,8 @@ def throughput(
     """Images per second at ``batch``: ImageEvaluator.accuracy over the cached split with
     each input form of :data:`TIERS` (its ``input_cache_bytes`` set so that the split fits,
     or 0), ``forward`` (the encoder alone on one normalised batch on the device, as many
-    batches as the split holds) and ``data`` (uint8 batches to the device, normalised)."""
+    batches as the split holds, under ``torch.inference_mode`` as the evaluator) and
+    ``data`` (uint8 batches to the device, normalised)."""
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
     preprocess = functools.partial(normalise, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
@@ -267,9 +268,10 @@ def throughput(
         return run
 
     def forward() -> int:
-        for _ in range(batches):
-            with autocast:
-                encoder(x)
+        with torch.inference_mode():  # as the evaluator scores
+            for _ in range(batches):
+                with autocast:
+                    encoder(x)
         return batches * len(x)
 
     def data() -> int:

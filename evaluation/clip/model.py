@@ -29,9 +29,20 @@ def normalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Te
         raise ValueError(
             f"expected uint8 images (N, 3, S, S), got {images.dtype} {tuple(images.shape)}"
         )
-    m = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+    m, s = _channel_stats(tuple(mean), tuple(std), images.device)
     return (images.float() / 255 - m) / s
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_stats(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """``mean`` and ``std`` as (1, 3, 1, 1) float32 tensors on ``device``, made once: a
+    tensor made from Python numbers on a GPU is a copy the host waits for, per batch."""
+    return (
+        torch.tensor(mean, device=device).view(1, 3, 1, 1),
+        torch.tensor(std, device=device).view(1, 3, 1, 1),
+    )
 
 
 def param_counts(model: nn.Module) -> tuple[int, int]:
