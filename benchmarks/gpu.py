@@ -554,13 +554,13 @@ def composed(benchmark: str) -> Any:
         return compose("config", overrides=[f"+experiment={PRESET}", f"benchmark={benchmark}"])
 
 
-def split_sizes(tasks: Sequence[str]) -> tuple[int, int]:
-    """Summed (val, test) images of ``tasks`` (val: mergelab's split of the train size)."""
+def split_sizes(tasks: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Val and test images of each of ``tasks`` (val: mergelab's split of the train size)."""
     missing = [t for t in tasks if t not in SPLIT_SIZES]
     if missing:
         raise KeyError(f"no split sizes for task {missing[0]!r} in benchmarks/gpu.py SPLIT_SIZES")
-    val = sum(len(train_val_indices(SPLIT_SIZES[t][0])[1]) for t in tasks)
-    return val, sum(SPLIT_SIZES[t][1] for t in tasks)
+    vals = [len(train_val_indices(SPLIT_SIZES[t][0])[1]) for t in tasks]
+    return vals, [SPLIT_SIZES[t][1] for t in tasks]
 
 
 def kept_images(sizes: Sequence[int], budget: int, image_bytes: int) -> list[bool]:
@@ -588,9 +588,7 @@ def projection(rates: dict[int, dict[str, float]], device: str) -> list[str]:
         cfg = composed(name)
         batch = int(cfg.eval.batch_size)
         tasks = [t.name for t in instantiate(cfg.benchmark).tasks()]
-        split_sizes(tasks)  # names a task without sizes
-        vals = [len(train_val_indices(SPLIT_SIZES[t][0])[1]) for t in tasks]
-        tests = [SPLIT_SIZES[t][1] for t in tasks]
+        vals, tests = split_sizes(tasks)
         methods = {
             key: Method.from_config(key, OmegaConf.to_container(cfg.method[key], resolve=True))
             for key in cfg.method

@@ -65,8 +65,8 @@ class ImageEvaluator:
         if input_cache_bytes is None:
             input_cache_bytes = default_input_cache_bytes(self.device)
         self.input_cache_bytes = input_cache_bytes
-        # kept on the device: (inputs, preprocessed?); None: over the budget, streamed
-        self._inputs: dict[tuple[str, str], tuple[Tensor, bool] | None] = {}
+        # kept on the device (floats or uint8 images, :meth:`_keeps_floats`); None: streamed
+        self._inputs: dict[tuple[str, str], Tensor | None] = {}
         self._labels: dict[tuple[str, str], Tensor] = {}
         self._params = dict(self.encoder.state_dict(keep_vars=True))
         missing = sorted(set(self.pretrained) ^ set(self._params))
@@ -89,31 +89,35 @@ class ImageEvaluator:
         """Whether kept splits are preprocessed floats (on the CPU) or uint8 images."""
         return self.device.type == "cpu"
 
-    def _kept_inputs(self, task: str, split: str) -> tuple[Tensor, bool] | None:
+    def _kept_inputs(self, task: str, split: str) -> Tensor | None:
         """The split kept on the device, built on first use if it fits in what
-        ``input_cache_bytes`` has left: ``(floats, True)`` on the CPU, the split preprocessed
-        (batch by batch, so temporaries stay one batch large); ``(uint8 images, False)``
-        elsewhere (:meth:`_keeps_floats`); ``None`` if it does not fit (or the device runs out
-        of memory)."""
+        ``input_cache_bytes`` has left: on the CPU preprocessed (batch by batch, so
+        temporaries stay one batch large), elsewhere its uint8 images (:meth:`_keeps_floats`);
+        ``None`` if it does not fit (or the device runs out of memory)."""
         if (task, split) not in self._inputs:
             images = self.splits[task, split][0]
-            kept = None
-            used = sum(x.nbytes for x, _ in filter(None, self._inputs.values()))
+            used = sum(x.nbytes for x in self._inputs.values() if x is not None)
             left = self.input_cache_bytes - used
-            if len(images) and not self._keeps_floats():
-                if images.nbytes <= left:
-                    with contextlib.suppress(torch.OutOfMemoryError):
-                        kept = (images.to(self.device), False)
-            elif len(images):
-                first = self.preprocess(images[:1])
-                if first.nbytes * len(images) <= left:
-                    inputs = first.new_empty(len(images), *first.shape[1:])
-                    for start in range(0, len(images), self.batch_size):
-                        stop = start + self.batch_size
-                        inputs[start:stop] = self.preprocess(images[start:stop])
-                    kept = (inputs, True)
-            self._inputs[task, split] = kept
+            self._inputs[task, split] = self._keep(images, left) if len(images) else None
         return self._inputs[task, split]
+
+    def _keep(self, images: Tensor, left: int) -> Tensor | None:
+        """``images`` in their kept form on the device if that takes at most ``left`` bytes."""
+        if not self._keeps_floats():
+            if images.nbytes > left:
+                return None
+            try:
+                return images.to(self.device)
+            except torch.OutOfMemoryError:
+                return None
+        first = self.preprocess(images[:1])
+        if first.nbytes * len(images) > left:
+            return None
+        inputs = first.new_empty(len(images), *first.shape[1:])
+        for start in range(0, len(images), self.batch_size):
+            stop = start + self.batch_size
+            inputs[start:stop] = self.preprocess(images[start:stop])
+        return inputs
 
     @torch.inference_mode()
     def accuracy(self, task: str, split: str) -> float:
@@ -134,10 +138,10 @@ class ImageEvaluator:
             stop = start + self.batch_size
             if kept is None:
                 x = self.preprocess(self._to_device(images[start:stop]))
-            elif kept[1]:
-                x = kept[0][start:stop]
+            elif self._keeps_floats():
+                x = kept[start:stop]
             else:
-                x = self.preprocess(kept[0][start:stop])
+                x = self.preprocess(kept[start:stop])
             with autocast:
                 logits = head(self.encoder(x).float())
             correct += (logits.argmax(-1) == targets[start:stop]).sum()

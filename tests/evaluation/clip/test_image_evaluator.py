@@ -95,7 +95,7 @@ def scores(evaluator: ImageEvaluator, tau: dict) -> list[float]:
 
 
 def kept_bytes(evaluator: ImageEvaluator) -> int:
-    return sum(x.nbytes for x, _ in filter(None, evaluator._inputs.values()))
+    return sum(x.nbytes for x in evaluator._inputs.values() if x is not None)
 
 
 FLOATS_A_VAL = 13 * 3 * 8 * 8 * 4  # task a's val split preprocessed
@@ -107,7 +107,7 @@ def test_kept_inputs_give_the_same_scores_as_preprocessing_per_batch(budget: int
     kept, tau = make(1 << 30)
     limited, _ = make(budget)
     assert scores(kept, tau) == scores(limited, tau)
-    assert all(x is not None and x[1] for x in kept._inputs.values())
+    assert all(x is not None and x.is_floating_point() for x in kept._inputs.values())
     assert kept_bytes(limited) <= budget
 
 
@@ -119,8 +119,8 @@ def test_kept_uint8_images_give_the_same_scores(monkeypatch: pytest.MonkeyPatch)
     raw, _ = make(RAW_ALL)  # every split's images
     some, _ = make(2 * 13 * 192)  # task a's two splits; b's do not fit after them
     assert scores(raw, tau) == scores(kept, tau) == scores(some, tau)
-    assert all(x is not None and not x[1] for x in raw._inputs.values())
-    tiers = {key: x and x[1] for key, x in some._inputs.items()}
+    assert all(x is not None and x.dtype == torch.uint8 for x in raw._inputs.values())
+    tiers = {key: None if x is None else x.is_floating_point() for key, x in some._inputs.items()}
     assert tiers == {("a", "val"): False, ("a", "test"): False, ("b", "val"): None,
                      ("b", "test"): None}  # fmt: skip
     assert kept_bytes(raw) <= RAW_ALL and kept_bytes(some) <= 2 * 13 * 192
@@ -138,7 +138,7 @@ def test_kept_or_streamed_the_same_scores_on_cuda() -> None:
     kept, tau = make(1 << 30, device="cuda")
     streamed, _ = make(0, device="cuda")
     assert scores(kept, tau) == scores(streamed, tau)
-    assert all(x is not None and not x[1] for x in kept._inputs.values())
+    assert all(x is not None and x.dtype == torch.uint8 for x in kept._inputs.values())
     assert all(x is None for x in streamed._inputs.values())
     free, total = torch.cuda.mem_get_info()
     assert 0 < make(None, device="cuda")[0].input_cache_bytes <= min(total // 8, free // 4)
