@@ -1,6 +1,6 @@
 """What bounds the merge targets of issue 15 that are not met (``results/performance.md``).
 
-Two measurements, in one process, threads pinned (``--threads``):
+Three measurements, in one process, threads pinned (``--threads``):
 
 1. **Read floors.** Every float32 key of every task-vector file read and summed into a
    kept output (every merge writes one), key by key as ``merge_methods.py``'s read floor
@@ -15,6 +15,13 @@ Two measurements, in one process, threads pinned (``--threads``):
    boolean masks from a compiled kernel; each compiled kernel's first call (tracing and
    compiling, or loading Inductor's on-disk cache) is timed apart. Times are per (task,
    value) pair.
+3. **Memory bandwidth against TIES' arithmetic.** A 1 GiB float32 array summed (read),
+   copied and filled (GB/s of data); one task-vector file read from the page cache with
+   ``readinto`` into a 16 MiB buffer (out of cache, as a merge reads a key) and a 256 KiB
+   one; and TIES' two per-value steps on one ViT-B/32 MLP key in memory: the exact pass
+   (``merging.selection._above_and_between``, one task) and the trim with the disjoint
+   merge (``ties``' per-block work, 20 tasks), in ns per value, next to the ns a value's
+   4 bytes take at the measured read bandwidth.
 
     python benchmarks/limits.py --tasks 20 --threads 1 [--files DIR] [--no-compile]
 
@@ -152,6 +159,71 @@ def rule_kernels(tasks: int, repeats: int, compiled: bool) -> list[tuple[str, fl
     return rows
 
 
+def bandwidth(file: str, repeats: int) -> list[tuple[str, float]]:
+    """(what, GB/s of data) for the memory and page-cache reads of part 3."""
+    import numpy as np
+    import torch
+
+    n = 1 << 28
+    a, c = torch.ones(n), torch.empty(n)
+    gigabytes = 4 * n / 1e9
+    rows = [
+        ("sum of a 1 GiB float32 array (read)", gigabytes / best(a.sum, repeats)),
+        (
+            "copy_ of it (read and write, counted once)",
+            gigabytes / best(lambda: c.copy_(a), repeats),
+        ),
+        ("fill_ (write)", gigabytes / best(lambda: c.fill_(1.0), repeats)),
+    ]
+    size = os.path.getsize(file) / 1e9
+    for kib in (16384, 256):
+        buffer = np.empty(kib * 1024, dtype=np.uint8)
+
+        def read(buffer: np.ndarray = buffer) -> None:
+            with open(file, "rb", buffering=0) as f:
+                while f.readinto(buffer):
+                    pass
+
+        rows.append(
+            (
+                f"one task-vector file from the page cache, readinto {kib} KiB",
+                size / best(read, repeats),
+            )
+        )
+    return rows
+
+
+def ties_steps(tasks: int, repeats: int) -> list[tuple[str, float]]:
+    """(step, ns per value) of TIES' exact pass and its trim + disjoint merge (part 3)."""
+    import torch
+
+    from merging.methods.ties import disjoint_merge
+    from merging.selection import _above_and_between, magnitude_bits
+    from merging.streaming import Scratch, blocks
+
+    g = torch.Generator().manual_seed(0)
+    taus = [torch.randn(3072 * 768, generator=g) * 1e-3 for _ in range(tasks)]
+    bits = magnitude_bits(taus[0]).sort().values
+    n = taus[0].numel()
+    lo, hi = int(bits[int(0.795 * n)]), int(bits[int(0.805 * n)])  # a band around the top 20%
+    scratch, cutoff = Scratch(), float(bits[int(0.8 * n)].view(torch.float32))
+    length = 1 << ((1 << 22) // tasks).bit_length() - 1  # as ties' _MERGE_BLOCK
+    trimmed = torch.empty(tasks, length)
+
+    def merge() -> None:
+        for block in blocks(n, length):
+            rows = trimmed[:, : block.stop - block.start]
+            for x, row in zip(taus, rows, strict=True):
+                torch.ops.aten.hardshrink.out(x[block], cutoff, out=row)
+            disjoint_merge(rows, "mean")
+
+    exact = best(lambda: _above_and_between(taus[0], lo, hi, scratch), repeats) / n
+    return [
+        ("exact pass (one task's count above and collection of the band)", exact * 1e9),
+        (f"trim and disjoint merge ({tasks} tasks)", best(merge, repeats) / (tasks * n) * 1e9),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=20, help="task vectors (at least 2)")
@@ -184,9 +256,11 @@ def main() -> None:
                     f"--files {args.files}: {len(files)} task*.safetensors files, not {args.tasks}"
                 )
         whole, chunked = read_floors(files, args.chunk_kib * 1024, args.repeats)
+        memory = bandwidth(files[0], args.repeats)
     finally:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
+    steps = ties_steps(args.tasks, args.repeats)
     kernels = rule_kernels(args.tasks, args.repeats, not args.no_compile)
     print(f"\n{args.tasks} tasks; torch.set_num_threads({args.threads}), "
           + ", ".join(f"{v}={args.threads}" for v in THREAD_VARIABLES)
@@ -197,6 +271,16 @@ def main() -> None:
     print("| TALL rule + vote count, one block | ns per (task, value) | note |\n|---|---|---|")
     for name, ns, note in kernels:
         print(f"| {name} | {ns:.3f} | {note} |")
+    print("\n| memory and page cache | GB/s of data (best) |\n|---|---|")
+    for name, rate in memory:
+        print(f"| {name} | {rate:.1f} |")
+    per_value = 4 / memory[0][1]  # ns per float32 at the read bandwidth
+    print(
+        f"\n| TIES step, one ViT-B/32 MLP key in memory | ns per value | / {per_value:.2f} ns "
+        "(4 bytes at the read bandwidth) |\n|---|---|---|"
+    )
+    for name, ns in steps:
+        print(f"| {name} | {ns:.3f} | {ns / per_value:.1f}x |")
     print(f"\nload {load()} at the end")
 
 
