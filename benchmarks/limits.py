@@ -194,7 +194,9 @@ def bandwidth(file: str, repeats: int) -> list[tuple[str, float]]:
 
 
 def ties_steps(tasks: int, repeats: int) -> list[tuple[str, float]]:
-    """(step, ns per value) of TIES' exact pass and its trim + disjoint merge (part 3)."""
+    """(step, ns per value) of TIES' exact pass and its trim + disjoint merge (part 3), and
+    of single eager passes over a block in cache (what each step is made of)."""
+    import numpy as np
     import torch
 
     from merging.methods.ties import disjoint_merge
@@ -208,6 +210,7 @@ def ties_steps(tasks: int, repeats: int) -> list[tuple[str, float]]:
     lo, hi = int(bits[int(0.795 * n)]), int(bits[int(0.805 * n)])  # a band around the top 20%
     scratch, cutoff = Scratch(), float(bits[int(0.8 * n)].view(torch.float32))
     length = 1 << ((1 << 22) // tasks).bit_length() - 1  # as ties' _MERGE_BLOCK
+    mask = np.empty(length, dtype=bool)
     trimmed = torch.empty(tasks, length)
 
     def merge() -> None:
@@ -217,10 +220,23 @@ def ties_steps(tasks: int, repeats: int) -> list[tuple[str, float]]:
                 torch.ops.aten.hardshrink.out(x[block], cutoff, out=row)
             disjoint_merge(rows, "mean")
 
+    def passes(op: Callable[[], object]) -> float:  # 20 calls, per value of the buffer
+        return best(lambda: [op() for _ in range(20)], repeats) / (20 * trimmed.numel()) * 1e9
+
     exact = best(lambda: _above_and_between(taus[0], lo, hi, scratch), repeats) / n
+    one = trimmed[0]
     return [
         ("exact pass (one task's count above and collection of the band)", exact * 1e9),
         (f"trim and disjoint merge ({tasks} tasks)", best(merge, repeats) / (tasks * n) * 1e9),
+        (
+            "one eager pass in cache: hardshrink of a (tasks x block) buffer",
+            passes(lambda: torch.ops.aten.hardshrink.out(trimmed, cutoff, out=trimmed)),
+        ),
+        ("one eager pass in cache: its sum(0)", passes(lambda: trimmed.sum(0))),
+        (
+            "one eager pass in cache: numpy's greater of one row, into booleans",
+            passes(lambda: np.greater(one.numpy(), 0.5, out=mask)) * tasks,
+        ),
     ]
 
 
