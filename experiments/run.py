@@ -54,7 +54,7 @@ from experiments.loggers import NullLogger
 from experiments.pipelines import Pipeline
 from experiments.rundirs import release
 from experiments.store import ResultStore
-from experiments.tables import console, markdown
+from experiments.tables import console, edge_notes, markdown
 
 RUN_TOKEN = f"{os.getpid()}{secrets.token_hex(2)}"  # one per process: run dirs never collide
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,6 +337,8 @@ def main(cfg: DictConfig) -> float | None:
         left = "nothing left to compute" if complete else "computed the rest"
         print(f"resumed: reused the finished rows of {', '.join(finished)}; {left}")
     print(f"\n{cfg.model.name} on {cfg.benchmark.name}: test accuracy (%)\n{console(table)}")
+    for note in edge_notes(frame):
+        print(f"note: {note}")
     value = None
     if objective is not None:
         select = str(config["method"][objective].get("select", "joint"))
