@@ -24,7 +24,8 @@ from evaluation.results import AVERAGE, Row, hparams_key
 from evaluation.zoo import TaskVectorZoo, check_regime
 from experiments.config import input_cache_bytes
 from experiments.context import RunContext
-from experiments.pipelines.late_options import FROM_TALL_MASKS, FROM_ZOO, LATE_OPTIONS
+from experiments.pipelines.late_options import FROM_TALL_MASKS, FROM_ZOO, LATE_OPTIONS, TALL_GRID
+from experiments.pipelines.task_vectors import own_selection
 from merging import TaskVector, merge, method_spec
 from merging.methods.consensus import TALL_MASKS_OPTIONS
 from merging.storage import STORAGE_RULES, storage_bits
@@ -33,7 +34,6 @@ from merging.task_data import TaskData
 Tensor = torch.Tensor
 
 DATA, TEST_INPUTS = "data", "test_inputs"  # what data-based methods declare in ``needs``
-TALL_GRID = [0.2, 0.3, 0.4, 0.5, 0.6]  # the paper's lambda grid
 
 
 def methods_of(cfg: DictConfig) -> list[Method]:
@@ -188,12 +188,14 @@ def _with_tall_lambdas(
     tall = _tall_method_for(method, methods)
     _, settings = evaluate(tall, test=False)  # memoised: free if TALL ran already
     lams = [float(settings[name]["lam"]) for name in names]
-    source = tall.label if tall.key in {m.key for m in methods} else "own TALL selection"
-    return replace(
-        method,
-        hparams={**method.hparams, "lam": lams},
-        provenance={"lam_source": f"{source}, selected on val in this run"},
-    )
+    config = {"hparams": tall.hparams, "search": tall.search, "select": tall.select,
+              "alphas": list(tall.alphas)}  # fmt: skip
+    if tall.key not in {m.key for m in methods} or own_selection(config, method.hparams):
+        source = f"TALL masks' per-task selection on val, lam in {TALL_GRID}, alpha 1"
+    else:  # another selection of the run's (a dependency of the unit)
+        source = f"{tall.label}, selected on val in this run"
+    return replace(method, hparams={**method.hparams, "lam": lams},
+                   provenance={"lam_source": source})  # fmt: skip
 
 
 def _data_rows(make_row: Any, method: Method, context: TaskData) -> list[Row]:

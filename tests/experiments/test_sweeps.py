@@ -11,6 +11,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from evaluation.results import Row
+from experiments.pipelines.late_options import TALL_GRID
 from experiments.pipelines.task_vectors import TaskVectorPipeline
 from experiments.run import dependencies, resolve_device, unit_key, val_objective
 from experiments.shards import shard_plan
@@ -76,6 +77,35 @@ def test_the_task_vector_pipeline_declares_consensus_dependency_on_tall_masks():
     assert deps == {"zeroshot": [], "ta": [], "ties": [], "tall": [], "cons": ["tall"]}
     fixed = {**METHODS, "cons": {"fn": "consensus", "hparams": {"lam": 0.4}}}
     assert dependencies(TaskVectorPipeline(), fixed)["cons"] == []  # a fixed lambda: none
+
+
+DEFAULT_TALL = {"fn": "tall_masks", "hparams": {"base": "ta"}, "search": {"lam": TALL_GRID},
+                "select": "per_task", "alphas": [1.0]}  # fmt: skip
+CONSENSUS = {"fn": "consensus", "hparams": {"k": 2, "lam": "from_tall_masks", "base": "ta"},
+             "alphas": [0.1] * 10}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change, depends",
+    [
+        ({}, False),  # the selection Consensus makes on its own: no dependency
+        ({"hparams": {"base": "ta", "comparison": "strict"}}, True),
+        ({"hparams": {"base": "ties"}}, True),
+        ({"search": {"lam": [0.3, 0.4]}}, True),
+        ({"select": "joint"}, True),
+        ({"alphas": [0.5, 1.0]}, True),
+    ],
+)
+def test_consensus_depends_on_a_tall_masks_method_only_if_it_selects_otherwise(change, depends):
+    """Consensus next to the default TALL masks and Consensus alone are one unit (the same
+    lambdas, one stored configuration); another TALL selection in the run keys it apart."""
+    methods = {"tall": {**DEFAULT_TALL, **change}, "cons": CONSENSUS}
+    deps = dependencies(TaskVectorPipeline(), methods)
+    assert deps["cons"] == (["tall"] if depends else [])
+    config = {"model": {"name": "m"}, "benchmark": {"name": "b"}}
+    alone = unit_key({**config, "method": {"cons": CONSENSUS}}, "cons", "cpu", [])
+    beside = unit_key({**config, "method": methods}, "cons", "cpu", deps["cons"])
+    assert (beside == alone) != depends
 
 
 class Chain:
