@@ -78,16 +78,25 @@ def data_request(method: Method) -> tuple[str, int | None]:
     return split, None if any(c is None for c in counts) else max(int(c) for c in counts)
 
 
-def _tall_method_for(consensus: Method, methods: Sequence[Method]) -> Method:
-    """The run's TALL-masks method with Consensus' base options, else one built for it."""
+def _tall_method_for(consensus: Method, methods: Sequence[Method]) -> tuple[Method, bool]:
+    """The TALL-masks selection whose lambdas Consensus uses, and whether it is the one
+    Consensus makes on its own (:func:`own_selection`). Among the run's TALL-masks methods
+    with Consensus' base options: the first by key of those that select otherwise (each is
+    in the unit's key, :meth:`TaskVectorPipeline.depends_on`, and key order does not depend
+    on the config's order); else one that selects as Consensus would (its scores are then
+    reused); else one built for it."""
     base = _tall_base(consensus)
     tall_defaults = method_spec("tall_masks").hparams
-    for m in methods:
-        if m.fn == "tall_masks" and "lam" in m.search:
-            options = {k: m.hparams.get(k, tall_defaults[k]) for k in base}
-            if options == base:
-                return m
-    return Method(
+    matching = [
+        m for m in methods
+        if m.fn == "tall_masks" and "lam" in m.search
+        and {k: m.hparams.get(k, tall_defaults[k]) for k in base} == base
+    ]  # fmt: skip
+    own = [m for m in matching if own_selection(_config(m), consensus.hparams)]
+    other = sorted((m for m in matching if m not in own), key=lambda m: m.key)
+    if other or own:
+        return (other or own)[0], not other
+    built = Method(
         key=f"{consensus.key}.tall_masks",
         label=f"TALL mask ({consensus.label})",
         fn="tall_masks",
@@ -95,6 +104,13 @@ def _tall_method_for(consensus: Method, methods: Sequence[Method]) -> Method:
         search={"lam": TALL_GRID},
         select="per_task",
     )
+    return built, True
+
+
+def _config(method: Method) -> dict[str, Any]:
+    """The selection-relevant part of ``method`` as a method config."""
+    return {"hparams": method.hparams, "search": method.search, "select": method.select,
+            "alphas": list(method.alphas)}  # fmt: skip
 
 
 def validate(cfg: DictConfig) -> None:
@@ -185,15 +201,13 @@ def _with_tall_lambdas(
     method: Method, methods: Sequence[Method], evaluate: Any, names: Sequence[str]
 ) -> Method:
     """``method`` with ``lam`` = the per-task lambdas TALL masks chose on val."""
-    tall = _tall_method_for(method, methods)
+    tall, own = _tall_method_for(method, methods)
     _, settings = evaluate(tall, test=False)  # memoised: free if TALL ran already
     lams = [float(settings[name]["lam"]) for name in names]
-    config = {"hparams": tall.hparams, "search": tall.search, "select": tall.select,
-              "alphas": list(tall.alphas)}  # fmt: skip
-    if tall.key not in {m.key for m in methods} or own_selection(config, method.hparams):
+    if own:  # what any run makes of these options: the same rows, wherever it ran
         source = f"TALL masks' per-task selection on val, lam in {TALL_GRID}, alpha 1"
-    else:  # another selection of the run's (a dependency of the unit)
-        source = f"{tall.label}, selected on val in this run"
+    else:  # a selection of the run's, in the unit's key by its method key
+        source = f"{tall.label} (method.{tall.key}), selected on val"
     return replace(method, hparams={**method.hparams, "lam": lams},
                    provenance={"lam_source": source})  # fmt: skip
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from evaluation.protocol import Method
+from experiments.pipelines.late_options import TALL_GRID
 from experiments.pipelines.task_vector_run import (
     _tall_method_for,
     _with_zoo_entries,
@@ -40,11 +41,26 @@ def method(key: str, fn: str, **hparams) -> Method:
 
 def test_consensus_reuses_the_run_s_tall_masks_method_with_the_same_base():
     ta, ties = method("tm", "tall_masks", base="ta"), method("tmt", "tall_masks", base="ties")
-    assert _tall_method_for(method("c", "consensus", base="ta"), [ties, ta]) is ta
-    assert _tall_method_for(method("ct", "consensus", base="ties", agg="sum"), [ta, ties]) is ties
+    assert _tall_method_for(method("c", "consensus", base="ta"), [ties, ta]) == (ta, False)
+    consensus_ties = method("ct", "consensus", base="ties", agg="sum")
+    assert _tall_method_for(consensus_ties, [ta, ties]) == (ties, False)
     strict = method("cs", "consensus", base="ta", comparison="strict")
-    own = _tall_method_for(strict, [ta, ties])  # no run with the same masks: its own selection
+    own, is_own = _tall_method_for(strict, [ta, ties])  # no run with the same masks: its own
     assert own.hparams == {"base": "ta", "comparison": "strict"} and own.select == "per_task"
+    assert is_own
+
+
+def test_consensus_takes_another_selection_of_the_run_before_its_own_in_any_order():
+    """The TALL-masks methods in a Consensus unit's key (those that select otherwise than it
+    would on its own) decide its lambdas, whatever the config's order: a run-level method
+    that makes its own selection serves only where none of those fits."""
+    default = Method(key="tall_masks", label="TALL", fn="tall_masks", hparams={"base": "ta"},
+                     search={"lam": TALL_GRID}, select="per_task")  # fmt: skip
+    consensus = method("c", "consensus", base="ta", lam="from_tall_masks")
+    a, b = method("a_tall", "tall_masks", base="ta"), method("b_tall", "tall_masks", base="ta")
+    for run in ([default, b, a], [a, default, b], [b, a, default]):
+        assert _tall_method_for(consensus, run) == (a, False)
+    assert _tall_method_for(consensus, [default]) == (default, True)
 
 
 def test_extra_entries_from_the_zoo():
