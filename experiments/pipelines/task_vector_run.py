@@ -24,8 +24,13 @@ from evaluation.results import AVERAGE, Row, hparams_key
 from evaluation.zoo import TaskVectorZoo, check_regime
 from experiments.config import input_cache_bytes
 from experiments.context import RunContext
-from experiments.pipelines.late_options import FROM_TALL_MASKS, FROM_ZOO, LATE_OPTIONS, TALL_GRID
-from experiments.pipelines.task_vectors import own_selection
+from experiments.pipelines.late_options import (
+    FROM_TALL_MASKS,
+    FROM_ZOO,
+    LATE_OPTIONS,
+    TALL_GRID,
+    own_selection,
+)
 from merging import TaskVector, merge, method_spec
 from merging.methods.consensus import TALL_MASKS_OPTIONS
 from merging.storage import STORAGE_RULES, storage_bits

@@ -11,7 +11,8 @@ protocol selected per task on val for the same base (Wang et al., ICML 2024, as 
 authors' code): from the run's own TALL-masks method with the same base options when it
 has one, else from a TALL-masks selection on val run for it; its result rows record the
 lambdas and where they came from. Its stored unit depends on the run's TALL-masks methods
-except those that select what it would select on its own (:func:`own_selection`).
+except those that select what it would select on its own
+(:func:`~experiments.pipelines.late_options.own_selection`).
 
 Data-based methods (``needs`` holds ``"data"``: Fisher, RegMean, AdaMerging) get the zoo's
 task data (:attr:`evaluation.zoo.Experts.task_data`) as their context: the train split, or
@@ -35,7 +36,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from evaluation.results import AVERAGE
-from experiments.pipelines.late_options import FROM_TALL_MASKS, TALL_GRID
+from experiments.pipelines.late_options import FROM_TALL_MASKS, own_selection
 
 if TYPE_CHECKING:
     from evaluation.results import Row
@@ -49,7 +50,8 @@ class TaskVectorPipeline:
         """A method with an option ``from_tall_masks`` (Consensus' ``lam``) uses the
         lambdas that the run's TALL-masks methods select on val: it depends on every one
         of them (a superset of the one it uses: the choice needs the merge registry) but
-        those that select what it would select on its own (:func:`own_selection`), which
+        those that select what it would select on its own (``late_options.own_selection``),
+        which
         it uses only where no other one fits (``task_vector_run._tall_method_for``). So
         Consensus run alone and next to the default TALL masks is one stored unit with one
         configuration (the same lambdas); on several devices the two may then run in
@@ -91,21 +93,3 @@ class TaskVectorPipeline:
         out["avg norm"] = norm.set_index("method").reindex(methods)["value"]
         out.index.name = "method"
         return out
-
-
-def own_selection(tall: Mapping[str, Any], consensus: Mapping[str, Any]) -> bool:
-    """Whether the TALL-masks method config ``tall`` (``hparams``, ``search``, ``select``,
-    ``alphas``) selects the lambdas that Consensus, with options ``consensus``, selects on
-    its own when its run has no such method: base "ta" on both, the same ``comparison``,
-    each task's lambda from :data:`TALL_GRID` on its own val split, alpha 1. Options are
-    compared as written (filling in the defaults needs the merge registry), so a config
-    that writes out a default counts as another selection."""
-    options = dict(tall.get("hparams") or {})
-    return (
-        options.get("base", "ta") == "ta" == consensus.get("base", "ta")
-        and set(options) <= {"base", "comparison"}
-        and options.get("comparison") == consensus.get("comparison")
-        and {k: list(v) for k, v in (tall.get("search") or {}).items()} == {"lam": TALL_GRID}
-        and tall.get("select") == "per_task"
-        and list(tall.get("alphas") or [1.0]) == [1.0]
-    )
