@@ -20,9 +20,10 @@ Three measurements, in one process, threads pinned (``--threads``):
    ``readinto`` into a 16 MiB buffer (out of cache, as a merge reads a key) and a 256 KiB
    one; TIES' two steps on one ViT-B/32 MLP key per task (9 MiB each, the same tensors
    timed again, so partly in the last-level cache): the exact pass
-   (``merging.selection._above_and_between``, one task, its band as wide as a 20-task
-   sample makes it) in ns per value, and the trim with the disjoint merge (``ties``'
-   per-block work, ``--tasks`` tasks, its output written) in ns per (task, value); and
+   (``merging.selection._above_and_between``, one task, its band as ``_band`` makes it
+   from a whole ViT-B/32 task's sample) in ns per value, and the trim with the disjoint
+   merge (``ties``' per-block work, ``--tasks`` tasks, its output written) in ns per (task,
+   value); and
    single eager passes over a block in cache, of which both steps are made. Each next to
    the ns a value's 4 bytes take at the measured read bandwidth.
 
@@ -36,6 +37,7 @@ and deleted at the end. The tables are printed when everything has run.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -204,16 +206,28 @@ def ties_steps(tasks: int, repeats: int) -> list[tuple[str, float]]:
     import torch
 
     from merging.methods.ties import _MERGE_BLOCK, disjoint_merge
-    from merging.selection import _above_and_between, magnitude_bits
+    from merging.selection import (
+        _SAMPLE_SIZE,
+        _SAMPLE_STRIDE,
+        _above_and_between,
+        _band,
+        kept_count,
+        magnitude_bits,
+    )
     from merging.streaming import Scratch, blocks
 
     g = torch.Generator().manual_seed(0)
     taus = [torch.randn(3072 * 768, generator=g) * 1e-3 for _ in range(tasks)]
     bits = magnitude_bits(taus[0]).sort().values
     n = taus[0].numel()
-    # the band around the top 20%: 0.56% of the values, as selection._band makes it from a
-    # 20-task ViT-B/32 sample (346 K entries at stride 254, +-972 ranks)
-    lo, hi = int(bits[int(0.7972 * n)]), int(bits[int(0.8028 * n)])
+    # the band around the top 20% as topk_masks makes it for a whole ViT-B/32 task vector:
+    # selection._band on a sample of the size its stride rule gives (drawn from this key)
+    total = sum(math.prod(shape) for shape in vit_b32_shapes().values())
+    stride = _SAMPLE_STRIDE
+    while total // stride > _SAMPLE_SIZE:
+        stride *= 2
+    sample = magnitude_bits(taus[0])[torch.linspace(0, n - 1, total // stride).long()]
+    lo, hi, _ = _band(sample, kept_count(0.2, total), total)
     scratch, cutoff = Scratch(), float(bits[int(0.8 * n)].view(torch.float32))
     length = 1 << max((_MERGE_BLOCK // tasks).bit_length() - 1, 10)  # as ties_merger's
     trimmed, out, mask = torch.empty(tasks, length), torch.empty(n), np.empty(length, dtype=bool)

@@ -51,8 +51,7 @@ class TaskVectorPipeline:
         lambdas that the run's TALL-masks methods select on val: it depends on every one
         of them (a superset of the one it uses: the choice needs the merge registry) but
         those that select what it would select on its own (``late_options.own_selection``),
-        which
-        it uses only where no other one fits (``task_vector_run._tall_method_for``). So
+        which it uses only where no other one fits (``task_vector_run._tall_method_for``). So
         Consensus run alone and next to the default TALL masks is one stored unit with one
         configuration (the same lambdas); on several devices the two may then run in
         different processes, and Consensus' process makes the selection again."""
